@@ -1,0 +1,43 @@
+# Everyday commands (see README). Every target that runs code first makes the venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install train test test-fast bench sweep pretrain lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,export]"
+	touch $(STAMP)
+
+train: install
+	$(BIN)/python train.py experiment=quickstart
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+sweep: install
+	$(BIN)/python train.py -m hydra/launcher=joblib experiment=lgfn_cpu,ablation_no_dmdcu,ablation_lfm,ablation_gfm model=lgfn_small data=builtin trainer=cpu
+
+pretrain: install
+	$(BIN)/python train.py experiment=pretrain
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks train.py eval.py
+
+format: install
+	$(BIN)/ruff format src tests benchmarks train.py eval.py
+	$(BIN)/ruff check --fix src tests benchmarks train.py eval.py
+
+clean:
+	rm -rf outputs multirun wandb .pytest_cache

@@ -1,0 +1,272 @@
+"""Finding clips on disk, per dataset layout, and checking them before any training starts.
+
+Layouts (LGFN_REFERENCE.md "On-disk layouts to accept"):
+- Vimeo-90K: ``<root>/sequences/<seq>/<clip>/im1..im7.png`` + ``sep_trainlist.txt`` /
+  ``sep_testlist.txt`` (or BasicSR's ``meta_info_Vimeo90K_{train,test}_GT.txt``), optional
+  slow/medium/fast lists (any ``*.txt`` in root whose name holds the word), optional pre-made LR in
+  ``sequences_BIx4`` / ``bicubic_LR`` / ``BIx4`` (bi) or ``sequences_BDx4`` / ``BDx4`` (bd); and
+  mmagic's ``<root>/GT/<seq>/<clip>`` beside ``BIx4`` / ``BDx4``.
+- Vid4 / SPMCS (mmagic): ``<root>/GT/<clip>/*.png`` (or ``HR/``) with optional ``BIx4`` /
+  ``bicubic_LR`` (bi) or ``BDx4`` (bd); SPMCS original: ``<root>/<clip>/truth/*.png``.
+- Any folder: ``<root>/<clip>/*.png|jpg`` (or images directly in ``<root>``: one clip).
+Pre-made LR frames are paired with HR frames by sorted order; without them LR is made on the fly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lgfn.data.io import image_size, list_images, natural_key
+
+log = logging.getLogger(__name__)
+
+VIMEO_FRAMES = [f"im{i}.png" for i in range(1, 8)]
+VIMEO_CENTRE = 3  # im4
+_GROUP_WORDS = ("slow", "medium", "fast")
+
+VIMEO_LAYOUT = (
+    "<root>/sequences/<seq>/<clip>/im1..im7.png with sep_trainlist.txt and sep_testlist.txt "
+    "(or mmagic's <root>/GT/<seq>/<clip>/im*.png)"
+)
+PAIRED_LAYOUT = (
+    "<root>/GT/<clip>/*.png (or <root>/HR/<clip>) with optional <root>/BIx4|BDx4|bicubic_LR/<clip>, "
+    "or <root>/<clip>/truth/*.png"
+)
+FOLDER_LAYOUT = "<root>/<clip>/<frames>.png|jpg"
+
+
+@dataclass
+class Clip:
+    """One clip: HR frame paths, optional pre-made LR paths (same order), optional fixed target."""
+
+    name: str
+    hr: list[Path]
+    lr: list[Path] | None = None
+    centre: int | None = None  # Vimeo-90K: only im4 is a target
+    size: tuple[int, int] | None = None  # HR (H, W), filled by validate_clips
+
+    def __len__(self) -> int:
+        return len(self.hr)
+
+
+@dataclass
+class ClipSet:
+    clips: list[Clip]
+    lr_dir: Path | None = None  # where pre-made LR came from (None: degrade on the fly)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _require_root(root: str | Path, layout: str) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root {root} does not exist or is not a folder; expected {layout}")
+    return root
+
+
+def _lr_candidates(degradation: str, scale: int) -> list[str]:
+    if degradation == "bi":
+        return [f"sequences_BIx{scale}", f"BIx{scale}", "bicubic_LR", f"LR_bicubic_x{scale}"]
+    return [f"sequences_BDx{scale}", f"BDx{scale}"]
+
+
+def read_clip_list(path: str | Path) -> list[str]:
+    """Clip names, one per line (first whitespace token; blank lines and ``#`` comments skipped)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"data.clip_list file {path} does not exist")
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names.append(line.split()[0])
+    if not names:
+        raise ValueError(f"clip list {path} names no clips")
+    return names
+
+
+# --------------------------------------------------------------------------- Vimeo-90K
+
+
+def _vimeo_list_file(root: Path, split: str) -> Path | None:
+    names = {
+        "train": ["sep_trainlist.txt", "meta_info_Vimeo90K_train_GT.txt"],
+        "test": ["sep_testlist.txt", "meta_info_Vimeo90K_test_GT.txt"],
+    }[split]
+    for n in names:
+        if (root / n).is_file():
+            return root / n
+    return None
+
+
+def vimeo_group_lists(root: Path) -> dict[str, Path]:
+    """Slow/medium/fast test lists found in ``root`` (e.g. ``sep_testlist_slow.txt``, ``slow_testset.txt``)."""
+    found: dict[str, Path] = {}
+    files = sorted((p for p in root.glob("*.txt") if p.is_file()), key=lambda p: natural_key(p.name))
+    for word in _GROUP_WORDS:
+        hits = [p for p in files if word in p.name.lower() and "train" not in p.name.lower()]
+        # Prefer names that also say "test" when several match.
+        hits.sort(key=lambda p: "test" not in p.name.lower())
+        if hits:
+            found[word] = hits[0]
+    return found
+
+
+def discover_vimeo90k(
+    root: str | Path, split: str, degradation: str = "bi", scale: int = 4, clip_list: str | None = None
+) -> ClipSet:
+    """Vimeo-90K clips of ``split`` ("train" | "test"); test clips carry their slow/medium/fast groups."""
+    root = _require_root(root, VIMEO_LAYOUT)
+    hr_root = next((root / d for d in ("sequences", "GT") if (root / d).is_dir()), None)
+    if hr_root is None:
+        raise FileNotFoundError(f"no {root / 'sequences'} (or {root / 'GT'}) folder; expected {VIMEO_LAYOUT}")
+    lr_root = next((root / d for d in _lr_candidates(degradation, scale) if (root / d).is_dir()), None)
+
+    groups: dict[str, list[str]] = {}
+    if split == "test":
+        for word, path in vimeo_group_lists(root).items():
+            groups[word] = read_clip_list(path)
+    if clip_list is not None and split == "test":
+        names, source = read_clip_list(clip_list), Path(clip_list)
+    else:
+        list_file = _vimeo_list_file(root, split)
+        if list_file is not None:
+            names, source = read_clip_list(list_file), list_file
+        elif split == "test" and groups:
+            names = sorted({n for g in groups.values() for n in g}, key=natural_key)
+            source = root
+        else:
+            want = "sep_trainlist.txt" if split == "train" else "sep_testlist.txt"
+            raise FileNotFoundError(f"Vimeo-90K {split} list {root / want} not found; expected {VIMEO_LAYOUT}")
+
+    clips = []
+    for name in names:
+        d = hr_root / name
+        if not d.is_dir():
+            raise FileNotFoundError(f"clip {name!r} listed in {source} is missing: {d} does not exist")
+        hr = [d / f for f in VIMEO_FRAMES]
+        # Frames beyond im7 would be ignored; missing ones are reported now, not mid-epoch.
+        for p in hr:
+            if not p.is_file():
+                raise FileNotFoundError(f"clip {name!r}: frame {p} is missing (Vimeo-90K clips hold im1..im7.png)")
+        lr = None
+        if lr_root is not None:
+            lr = [lr_root / name / f for f in VIMEO_FRAMES]
+            for p in lr:
+                if not p.is_file():
+                    raise FileNotFoundError(f"clip {name!r}: pre-made LR frame {p} is missing (from {lr_root})")
+        clips.append(Clip(name=name, hr=hr, lr=lr, centre=VIMEO_CENTRE))
+    known = {c.name for c in clips}
+    groups = {g: [n for n in ns if n in known] for g, ns in groups.items()}
+    return ClipSet(clips=clips, lr_dir=lr_root, groups={g: ns for g, ns in groups.items() if ns})
+
+
+# --------------------------------------------------------------------------- Vid4 / SPMCS / folder
+
+
+def _clip_dirs(parent: Path) -> list[Path]:
+    dirs = [p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(dirs, key=lambda p: natural_key(p.name))
+
+
+def _select(clips: dict[str, Path], clip_list: str | None, where: Path) -> list[str]:
+    if clip_list is None:
+        return list(clips)
+    names = read_clip_list(clip_list)
+    for n in names:
+        if n not in clips:
+            raise FileNotFoundError(f"clip {n!r} listed in {clip_list} is missing: {where / n} does not exist")
+    return names
+
+
+def _frames(folder: Path) -> list[Path]:
+    frames = list_images(folder)
+    if not frames:
+        raise FileNotFoundError(f"clip folder {folder} holds no images (.png/.jpg/...)")
+    return frames
+
+
+def discover_paired(
+    root: str | Path, degradation: str = "bi", scale: int = 4, clip_list: str | None = None
+) -> ClipSet:
+    """Vid4/SPMCS-style sets: GT (or HR) clips, optional pre-made LR; or SPMCS ``<clip>/truth``."""
+    root = _require_root(root, PAIRED_LAYOUT)
+    hr_root = next((root / d for d in ("GT", "HR") if (root / d).is_dir()), None)
+    if hr_root is not None:
+        hr_dirs = {p.name: p for p in _clip_dirs(hr_root)}
+        where = hr_root
+    else:  # SPMCS as released: <root>/<clip>/truth/
+        hr_dirs = {p.name: p / "truth" for p in _clip_dirs(root) if (p / "truth").is_dir()}
+        where = root
+    if not hr_dirs:
+        raise FileNotFoundError(f"no clips found under {root}; expected {PAIRED_LAYOUT}")
+    lr_root = next((root / d for d in _lr_candidates(degradation, scale) if (root / d).is_dir()), None)
+
+    clips = []
+    for name in _select(hr_dirs, clip_list, where):
+        hr = _frames(hr_dirs[name])
+        lr = None
+        if lr_root is not None:
+            lr_dir = lr_root / name
+            if not lr_dir.is_dir():
+                raise FileNotFoundError(f"clip {name!r}: pre-made LR folder {lr_dir} is missing")
+            lr = _frames(lr_dir)
+            if len(lr) != len(hr):
+                raise ValueError(
+                    f"clip {name!r}: {len(lr)} LR frames in {lr_dir} but {len(hr)} HR frames in {hr_dirs[name]}"
+                )
+        clips.append(Clip(name=name, hr=hr, lr=lr))
+    return ClipSet(clips=clips, lr_dir=lr_root)
+
+
+def discover_folder(root: str | Path, clip_list: str | None = None) -> ClipSet:
+    """Any ``<root>/<clip>/<frames>``; LR is always made on the fly."""
+    root = _require_root(root, FOLDER_LAYOUT)
+    dirs = {p.name: p for p in _clip_dirs(root) if list_images(p)}
+    if not dirs:
+        if list_images(root):
+            dirs = {root.name: root}
+        else:
+            raise FileNotFoundError(f"no clips with images found under {root}; expected {FOLDER_LAYOUT}")
+    return ClipSet(clips=[Clip(name=n, hr=_frames(dirs[n])) for n in _select(dirs, clip_list, root)])
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def validate_clips(clips: list[Clip], scale: int, max_images: int = 60_000) -> None:
+    """Header + truncation check of the frames; equal HR sizes per clip; LR = HR // scale.
+
+    Every image is checked when there are at most ``max_images`` of them; beyond that, an evenly
+    spaced subset of clips is checked whole (the others were already checked for existence).
+    """
+    total = sum(len(c.hr) + (len(c.lr) if c.lr else 0) for c in clips)
+    chosen = clips
+    if total > max_images:
+        per_clip = max(1, total // max(1, len(clips)))
+        n = max(1, max_images // per_clip)
+        step = len(clips) / n
+        chosen = [clips[int(i * step)] for i in range(n)]
+        log.info("checking %d of %d clips' images (%d images in total)", len(chosen), len(clips), total)
+    for clip in chosen:
+        sizes = [image_size(p) for p in clip.hr]
+        if len(set(sizes)) > 1:
+            odd = next(p for p, s in zip(clip.hr, sizes, strict=True) if s != sizes[0])
+            raise ValueError(
+                f"clip {clip.name!r}: frames differ in size ({sizes[0][0]}x{sizes[0][1]} vs "
+                f"{image_size(odd)[0]}x{image_size(odd)[1]} in {odd})"
+            )
+        h, w = sizes[0]
+        if h < scale or w < scale:
+            raise ValueError(f"clip {clip.name!r}: frame {clip.hr[0]} ({h}x{w}) is smaller than the scale {scale}")
+        clip.size = (h, w)
+        if clip.lr:
+            want = (h // scale, w // scale)
+            for p in clip.lr:
+                got = image_size(p)
+                if got != want:
+                    raise ValueError(
+                        f"pre-made LR frame {p} is {got[0]}x{got[1]}, expected {want[0]}x{want[1]} "
+                        f"(HR {h}x{w} / {scale})"
+                    )

@@ -1,0 +1,92 @@
+"""The end of a sweep: one table of every job's test metrics (summary.csv in the sweep dir, and W&B)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+COLUMNS = ["job", "overrides", "status", "dataset", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "error"]
+
+
+def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """One row per job directory of a sweep, from its metrics.json / status.json / overrides."""
+    rows = []
+    job_dirs = [d for d in Path(sweep_dir).iterdir() if d.is_dir() and (d / ".hydra").is_dir()]
+    for job in sorted(job_dirs, key=lambda d: (len(d.name), d.name)):
+        overrides_file = job / ".hydra" / "overrides.yaml"
+        overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
+        row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "status": "unknown"}
+        status_file, metrics_file = job / "status.json", job / "metrics.json"
+        if status_file.exists():
+            status = json.loads(status_file.read_text())
+            row["status"] = status.get("status", "unknown")
+            row["error"] = status.get("error", "")
+        if metrics_file.exists():
+            m = json.loads(metrics_file.read_text())
+            row.update(dataset=m.get("dataset"), psnr=m["average"]["psnr"], ssim=m["average"]["ssim"],
+                       psnr_bicubic=m.get("bicubic", {}).get("average", {}).get("psnr"),
+                       ssim_bicubic=m.get("bicubic", {}).get("average", {}).get("ssim"))
+            if row["status"] == "unknown":
+                row["status"] = "ok"
+        rows.append(row)
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    def num(v: Any, nd: int) -> str:
+        return f"{v:.{nd}f}" if isinstance(v, (int, float)) else "-"
+
+    lines = ["| job | overrides | status | PSNR | SSIM | bicubic PSNR |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['job']} | {r['overrides']} | {r['status']} | {num(r.get('psnr'), 2)} | "
+                     f"{num(r.get('ssim'), 4)} | {num(r.get('psnr_bicubic'), 2)} |")
+    return "\n".join(lines)
+
+
+def write_summary(sweep_dir: str | os.PathLike) -> Path:
+    rows = collect(sweep_dir)
+    path = Path(sweep_dir) / "summary.csv"
+    tmp = path.with_name(".summary.csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a multirun, write summary.csv, print it, and log it as a W&B table."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        path = write_summary(sweep_dir)
+        rows = collect(sweep_dir)
+        failed = [r["job"] for r in rows if r["status"] != "ok"]
+        print(f"\nSweep summary ({path}):\n{format_rows(rows)}", flush=True)
+        if failed:
+            print(f"{len(failed)} of {len(rows)} job(s) failed: {', '.join(failed)} (see their status.json)", flush=True)
+        if "wandb" in (config.get("logger") or {}):
+            self._log_wandb(config, rows, sweep_dir)
+
+    @staticmethod
+    def _log_wandb(config: DictConfig, rows: list[dict[str, Any]], sweep_dir: Path) -> None:
+        try:
+            import wandb
+
+            run = wandb.init(project=config.logger.wandb.get("project", "lgfn"), dir=str(sweep_dir),
+                             group="sweep-" + sweep_dir.name, job_type="sweep_summary",
+                             name=f"summary-{sweep_dir.name}", mode=os.environ.get("WANDB_MODE", "offline"),
+                             reinit=True)
+            run.log({"sweep/summary": wandb.Table(columns=COLUMNS, data=[[r.get(c) for c in COLUMNS] for r in rows])})
+            run.finish()
+        except Exception as e:  # the CSV is the record; W&B is a convenience
+            print(f"W&B sweep summary not logged: {e}", flush=True)
