@@ -22,8 +22,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         runner.save_resolved_config(cfg, out)
     trainer.test(model, datamodule=datamodule)
-    name = type(model.net).__name__ if cfg.ckpt_path or cfg.experiment_name == "eval" else cfg.experiment_name
-    runner.report_results(model.test_results, trainer, out, name, show=cfg.print_table)
+    runner.report_results(model.test_results, trainer, out, runner.model_label(model, cfg), show=cfg.print_table)
     return model.test_results
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -144,6 +146,24 @@ def test_dcn_starts_as_half_weight_conv():
     assert dcn.last_offset_abs_mean == 0
 
 
+def test_dcn_offset_and_mask_layout_match_torchvision():
+    from torchvision.ops import deform_conv2d as tv_deform_conv2d
+
+    from lgfn.models import alignment
+    from lgfn.ops import deform_conv2d
+
+    assert alignment.deform_conv2d is deform_conv2d  # the project's op, not torchvision's
+    dcn = DCNv2Pack(8, 6, cond_channels=5, deformable_groups=2)
+    with torch.no_grad():
+        dcn.conv_offset.weight.normal_(std=0.3)
+        dcn.conv_offset.bias.normal_()
+    x, cond = torch.randn(2, 8, 7, 9), torch.randn(2, 5, 7, 9)
+    out = dcn.conv_offset(cond)  # 2*2*9 = 36 (dy, dx) offsets, then 18 mask logits
+    ref = tv_deform_conv2d(x, out[:, :36], dcn.weight, dcn.bias, padding=1, mask=torch.sigmoid(out[:, 36:]))
+    torch.testing.assert_close(dcn(x, cond), ref, atol=1e-4, rtol=1e-4)
+    assert dcn.last_offset_abs_mean == pytest.approx(out[:, :36].abs().mean().item())
+
+
 def test_offset_stats():
     model = tiny(num_align_stages=3)
     assert model.offset_stats() == {}
@@ -159,11 +179,19 @@ def test_offset_stats():
 
 def test_gradients_reach_every_parameter():
     model = tiny(num_feat=16, rcab_reduction=2)
-    lr = torch.rand(2, 7, 3, 6, 7)
-    loss = (model(lr) - torch.rand(2, 3, 24, 28)).abs().mean()
-    loss.backward()
+    lr, hr = torch.rand(2, 7, 3, 6, 7), torch.rand(2, 3, 24, 28)
+    (model(lr) - hr).abs().mean().backward()
+    # Zero-initialised offset convs pass no gradient upstream at the first step, so only the
+    # offset path in front of them (conv_cat, DMDCU) has zero gradient; the offset convs themselves learn.
+    offset_path = re.compile(r"alignment\.stages\.\d+\.(conv_cat|dmdcu)\.")
     for name, p in model.named_parameters():
         assert p.grad is not None, name
+        assert (p.grad.abs().sum() > 0) != bool(offset_path.match(name)), name
+    assert all(s.dcn.conv_offset.weight.grad.abs().sum() > 0 for s in model.alignment.stages)
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.zero_grad()
+    (model(lr) - hr).abs().mean().backward()
+    for name, p in model.named_parameters():
         assert p.grad.abs().sum() > 0, name
 
 

@@ -9,9 +9,11 @@ s), MATLAB's coordinate mapping ``u = x/s + 0.5 (1 - 1/s)`` (1-based) and symmet
 (indices mirrored with the edge pixel repeated), rows normalised to sum 1. It is applied as two
 precomputed weight matrices (``out x in`` per axis) with ``einsum``, so it is fast on any device and
 exports as plain matmuls. Measured against PIL's ``Image.resize(..., BICUBIC)`` (also antialiased,
-a = -0.5, but a different border treatment) on a 256x448 natural photo downscaled 4x, in 0-255
-units: max |diff| 2.1, mean |diff| 0.0024 (the differences sit on the outermost LR rows/columns;
-the interior agrees to float precision); see tests/test_degradation.py.
+a = -0.5, same coordinate mapping, but a different border treatment and uint8 clamping/rounding after
+each 1-D pass) on skimage's astronaut photo cropped to 256x448 and downscaled 4x, both rounded to
+8 bits, in 0-255 units: max |diff| 16 (on the outermost two LR rows/columns: borders), interior max 3
+and mean 0.10 (PIL's clamped intermediate pass); mimicking PIL's per-pass clamp+round brings the
+interior to max 1. See tests/test_degradation.py.
 
 BD (DUF / BasicSR ``duf_downsample``): 13x13 Gaussian blur with sigma 0.4 * scale (1.6 for 4x),
 reflect padding (edge not repeated, ``torch.nn.functional.pad(mode="reflect")``), then every
@@ -27,7 +29,6 @@ import math
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 
 DEGRADATIONS = ("bi", "bd")
 
@@ -91,29 +92,34 @@ def _gaussian_1d(size: int, sigma: float) -> torch.Tensor:
     return g / g.sum()
 
 
-def gaussian_kernel2d(size: int = 13, sigma: float = 1.6) -> torch.Tensor:
-    """Normalised ``size x size`` Gaussian (float64), the separable product of two 1-D ones."""
-    g = _gaussian_1d(size, float(sigma))
-    return g[:, None] * g[None, :]
-
-
-def bd_degrade(x: torch.Tensor, scale: int = 4, kernel_size: int = 13, sigma: float | None = None) -> torch.Tensor:
-    """DUF/BasicSR BD: Gaussian blur (reflect) then ``[..., ::scale, ::scale]``; ``... x C x H x W``."""
-    sigma = 0.4 * scale if sigma is None else sigma
+@lru_cache(maxsize=64)
+def _bd_matrix(in_len: int, scale: int, kernel_size: int, sigma: float) -> torch.Tensor:
+    """Blur with reflect padding, then keep every ``scale``-th sample: ``ceil(in/scale) x in`` float64."""
     pad = kernel_size // 2
+    g = _gaussian_1d(kernel_size, sigma)
+    centres = torch.arange(0, in_len, scale)
+    idx = centres[:, None] + torch.arange(-pad, pad + 1)[None, :]
+    idx = torch.where(idx < 0, -idx, idx)  # reflect: edge sample not repeated
+    idx = torch.where(idx > in_len - 1, 2 * (in_len - 1) - idx, idx)
+    mat = torch.zeros(len(centres), in_len, dtype=torch.float64)
+    mat.scatter_add_(1, idx, g.expand(len(centres), -1).contiguous())
+    return mat
+
+
+def bd_degrade(
+    x: torch.Tensor, scale: int = 4, kernel_size: int = 13, sigma: float | None = None
+) -> torch.Tensor:
+    """DUF/BasicSR BD: Gaussian blur (reflect) then ``[..., ::scale, ::scale]``; ``... x C x H x W``."""
+    sigma = 0.4 * scale if sigma is None else float(sigma)
     h, w = x.shape[-2:]
-    if h <= pad or w <= pad:
+    if min(h, w) <= kernel_size // 2:
         raise ValueError(f"bd_degrade: frame {h}x{w} too small for a {kernel_size}x{kernel_size} kernel")
-    lead = x.shape[:-2]
     dtype = x.dtype if x.is_floating_point() else torch.float32
-    y = x.to(dtype).reshape(-1, 1, h, w)
-    g = _gaussian_1d(kernel_size, float(sigma)).to(dtype=dtype, device=x.device)
-    y = F.pad(y, (pad, pad, pad, pad), mode="reflect")
-    # Separable blur: exactly the 2-D product kernel, ~6x cheaper.
-    y = F.conv2d(y, g.view(1, 1, -1, 1))
-    y = F.conv2d(y, g.view(1, 1, 1, -1))
-    y = y[..., ::scale, ::scale]
-    return y.reshape(*lead, y.shape[-2], y.shape[-1])
+    # The blur is separable and the decimation keeps whole rows/columns, so both fold into one
+    # matrix per axis: same einsum as imresize (several times faster than conv2d on CPU).
+    mh = _bd_matrix(h, scale, kernel_size, sigma).to(dtype=dtype, device=x.device)
+    mw = _bd_matrix(w, scale, kernel_size, sigma).to(dtype=dtype, device=x.device)
+    return torch.einsum("ih,...hw,jw->...ij", mh, x.to(dtype), mw)
 
 
 def crop_to_multiple(x: torch.Tensor, scale: int) -> torch.Tensor:

@@ -54,6 +54,8 @@ class LitLGFN(L.LightningModule):
         ):
             if value not in allowed:
                 raise ValueError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
+        # Plain types only, so checkpoints load with weights_only=True (Hydra hands over ListConfigs).
+        betas, milestones = tuple(float(b) for b in betas), [int(m) for m in milestones]
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         # The network's own constructor arguments travel with every checkpoint (lgfn-upscale rebuilds from them).

@@ -55,7 +55,9 @@ def _prepare_y(sr: torch.Tensor, gt: torch.Tensor, crop_border: int) -> tuple[to
 
     ys, yg = to_y(sr), to_y(gt)
     if ys.shape[-1] < 1 or ys.shape[-2] < 1:
-        raise ValueError(f"metrics: crop_border={crop_border} leaves nothing of a {tuple(sr.shape[-2:])} image")
+        raise ValueError(
+            f"metrics: crop_border={crop_border} leaves nothing of a {tuple(sr.shape[-2:])} image"
+        )
     return ys, yg
 
 

@@ -190,7 +190,26 @@ def load_net_weights(model: Any, ckpt_path: str | os.PathLike) -> dict:
     return ckpt
 
 
+def export_weights(trainer: Any, out_path: str, which: str = "best") -> Path:
+    """Turn the run's best (or last) Lightning checkpoint into the weights-only file lgfn-upscale loads."""
+    from lgfn.weights import export_weights_from_checkpoint
+
+    cb = trainer.checkpoint_callback
+    ckpt = (cb.best_model_path if which == "best" else "") or cb.last_model_path
+    if not ckpt:
+        raise ValueError("export_weights: the run wrote no checkpoint to export")
+    export_weights_from_checkpoint(ckpt, out_path)
+    print(f"weights written to {out_path} (from {ckpt})", flush=True)
+    return Path(out_path)
+
+
 # ---------------------------------------------------------------------------- report
+def model_label(model: Any, cfg: DictConfig) -> str:
+    """The model column's title: the network's class, and the experiment when there is one."""
+    name = type(model.net).__name__
+    return name if cfg.experiment_name in ("default", "eval") else f"{name} ({cfg.experiment_name})"
+
+
 def format_table(result: dict, model_name: str = "LGFN") -> str:
     """The per-clip table in the layout of the paper's tables: clip rows, bicubic and the model side by side."""
     clips = result["clips"]

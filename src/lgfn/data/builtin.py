@@ -13,7 +13,10 @@ import json
 import math
 import os
 import shutil
+import struct
 import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -126,15 +129,130 @@ def _sample(img: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return out.clamp(0.0, 1.0)
 
 
-def _wobble(rng: np.random.Generator, t: np.ndarray, amp: tuple[float, float], frames: int) -> np.ndarray:
-    """Slow sinusoid with random amplitude, phase and a period of 1.5-3 clip lengths."""
-    omega = 2 * math.pi / (rng.uniform(1.5, 3.0) * frames)
-    return rng.uniform(*amp) * np.sin(omega * t + rng.uniform(0, 2 * math.pi))
+def _slow_sine(
+    rng: np.random.Generator, t: np.ndarray, amp: float, periods: tuple[float, float]
+) -> np.ndarray:
+    """amp * sin over t with a random phase and a period of `periods` (in clip lengths) drawn at random."""
+    omega = 2 * math.pi / (rng.uniform(*periods) * len(t))
+    return amp * np.sin(omega * t + rng.uniform(0, 2 * math.pi))
 
 
-def _random_velocity(rng: np.random.Generator, speed: tuple[float, float]) -> np.ndarray:
+def _drift(rng: np.random.Generator, t: np.ndarray, speed: tuple[float, float], wobble: tuple[float, float]):
+    """A straight path at a random speed and direction plus a slow wobble per axis -> (T x 2 path, velocity)."""
     angle = rng.uniform(0, 2 * math.pi)
-    return rng.uniform(*speed) * np.array([math.cos(angle), math.sin(angle)])
+    velocity = rng.uniform(*speed) * np.array([math.cos(angle), math.sin(angle)])
+    path = np.stack(
+        [velocity[i] * t + _slow_sine(rng, t, rng.uniform(*wobble), (1.5, 3.0)) for i in range(2)], 1
+    )
+    return path, velocity
+
+
+def _column(a: np.ndarray) -> torch.Tensor:
+    """Per-frame values (T,) -> T x 1 x 1 float32, to broadcast over a frame."""
+    return torch.from_numpy(np.asarray(a, dtype=np.float32))[:, None, None]
+
+
+def _background_layer(
+    photo: torch.Tensor, t: np.ndarray, u: torch.Tensor, v: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Camera drifting over `photo` (3 x H x W) at pixel offsets u, v (1 x h x w) -> (T x 3 x h x w, velocity)."""
+    height, width = u.shape[1:]
+    # Source pixels per HR pixel at zoom 1; zoom <= 1.1 keeps it >= 1, so frames are never upsampled.
+    s0 = 1.12
+    scale = s0 / (1.05 + _slow_sine(rng, t, 0.05, (2.0, 4.0)))
+    theta = _slow_sine(rng, t, np.deg2rad(rng.uniform(1.0, 3.0)), (2.0, 4.0))
+    shift, velocity = _drift(rng, t, (1.0, 3.0), (0.5, 2.0))  # HR pixels
+    cos, sin = np.cos(theta)[:, None], np.sin(theta)[:, None]
+    hx, hy = width / 2, height / 2
+    cx, cy = np.array([-hx, hx, -hx, hx]), np.array([-hy, -hy, hy, hy])
+
+    def extent(k: float) -> tuple[np.ndarray, np.ndarray]:
+        """Bounding box, in source pixels around the path's middle, of every frame's corners."""
+        x = k * s0 * shift[:, :1] + scale[:, None] * (cos * cx - sin * cy)
+        y = k * s0 * shift[:, 1:] + scale[:, None] * (sin * cx + cos * cy)
+        return np.array([x.min(), y.min()]), np.array([x.max(), y.max()])
+
+    lo, hi = extent(1.0)
+    roi_h, roi_w = photo.shape[1:]
+    # Show a good part of the photo, at its native resolution at most, with room for the whole path.
+    need = max(
+        1.08 * (hi[1] - lo[1] + 4) / roi_h,
+        1.08 * (hi[0] - lo[0] + 4) / roi_w,
+        s0 * height / (0.6 * min(roi_h, roi_w)),
+    )
+    src = _downscale(photo, min(1.0, need))
+    src_h, src_w = src.shape[1:]
+    # Bicubic needs a pixel each side; a photo too small for the path gets a shorter path.
+    k = 1.0
+    while True:
+        lo, hi = extent(k)
+        room = np.array([src_w - 3, src_h - 3]) - (hi - lo)
+        if (room >= 0).all():
+            break
+        if k < 1e-3:
+            raise ValueError(
+                f"render_clip: background of {src_h} x {src_w} px is too small for a {height} x {width} frame"
+            )
+        k *= 0.8
+    centre = (1 - lo + rng.uniform(0, 1, 2) * room)[None] + k * s0 * shift
+    c, s, sc = _column(cos[:, 0]), _column(sin[:, 0]), _column(scale)
+    x = _column(centre[:, 0]) + sc * (c * u - s * v)
+    y = _column(centre[:, 1]) + sc * (s * u + c * v)
+    return _sample(src, x, y), k * velocity
+
+
+def _foreground_layer(
+    photo: torch.Tensor,
+    t: np.ndarray,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    rng: np.random.Generator,
+    camera_velocity: np.ndarray,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft cut-out of `photo` moving on its own path -> (colour T x 3 x h x w, alpha T x 1 x h x w)."""
+    height, width = u.shape[1:]
+    s0 = 1.1  # as for the background: never upsampled
+    radius = rng.uniform(0.17, 0.24) * min(height, width)
+    aspect = rng.uniform(0.75, 1.33)
+    a, b = radius * s0 * math.sqrt(aspect), radius * s0 / math.sqrt(aspect)  # half-axes in source pixels
+    src = _downscale(photo, min(1.0, 2 * max(a, b) / (0.45 * min(photo.shape[1:]))))
+    src_h, src_w = src.shape[1:]
+    a, b = min(a, src_w / 2 - 3), min(b, src_h / 2 - 3)
+    cut = np.array([rng.uniform(a + 2, src_w - a - 3), rng.uniform(b + 2, src_h - b - 3)])
+    scale = s0 / (1.04 + _slow_sine(rng, t, 0.04, (1.5, 3.0)))
+    phi = _slow_sine(rng, t, np.deg2rad(rng.uniform(2.0, 6.0)), (1.5, 3.0))
+    # On screen the background moves by -camera_velocity; the object must not ride along with it,
+    # or aligning the frames would be one global motion.
+    for _ in range(32):
+        path, velocity = _drift(rng, t, (1.5, 3.5), (0.5, 2.5))
+        if np.linalg.norm(velocity + camera_velocity) >= 1.5:
+            break
+    # Keep its centre inside the frame, at least half its size from the border where the path allows.
+    limit = np.array([width / 2, height / 2]) - 0.5 * np.array([a, b]) / s0
+    lo, hi = -limit - path.min(0), limit - path.max(0)
+    start = np.where(
+        lo <= hi, lo + rng.uniform(0, 1, 2) * np.maximum(hi - lo, 0), -(path.min(0) + path.max(0)) / 2
+    )
+    pos = start[None] + path
+
+    c, s, sc = _column(np.cos(phi)), _column(np.sin(phi)), _column(scale)
+    du, dv = u - _column(pos[:, 0]), v - _column(pos[:, 1])
+    lx = sc * (c * du + s * dv)  # rotated by -phi into the cut-out's own frame, in source pixels
+    ly = sc * (-s * du + c * dv)
+    # Rounded (superellipse) mask with a smoothstep edge about 3 source pixels wide.
+    r = ((lx.abs() / a) ** 2.5 + (ly.abs() / b) ** 2.5) ** (1 / 2.5)
+    alpha = ((1 - r) * min(a, b) / 3.0).clamp(0, 1)
+    alpha = alpha * alpha * (3 - 2 * alpha)
+    # Sample colour only inside the box the cut-out ever covers: most of the frame has alpha = 0.
+    rows = torch.nonzero(alpha.amax(dim=(0, 2)) > 0)
+    cols = torch.nonzero(alpha.amax(dim=(0, 1)) > 0)
+    if len(rows) == 0:
+        return torch.zeros(len(t), 3, height, width), alpha[:, None]
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    colour = torch.zeros(len(t), 3, height, width)
+    box = (slice(None), slice(r0, r1), slice(c0, c1))
+    colour[:, :, r0:r1, c0:c1] = _sample(src, lx[box] + float(cut[0]), ly[box] + float(cut[1]))
+    return colour, alpha[:, None]
 
 
 def render_clip(
@@ -148,102 +266,48 @@ def render_clip(
 ) -> torch.Tensor:
     """Render one clip from two photos (3 x H x W in [0, 1]) -> frames x height x width x 3 uint8."""
     if frames < 2 or height < 8 or width < 8:
-        raise ValueError(f"render_clip: expected frames >= 2 and a frame of at least 8 x 8, got {frames} x {height} x {width}")
-    t = np.arange(frames, dtype=np.float64) - (frames - 1) / 2  # centred so the path's middle is c0
-
-    # --- camera over the background: all in HR pixels, converted to source pixels below
-    s0 = 1.12  # source pixels per HR pixel at zoom 1; zoom <= 1.1 keeps it >= 1
-    zoom = 1.05 + 0.05 * np.sin(2 * math.pi / (rng.uniform(2.0, 4.0) * frames) * t + rng.uniform(0, 2 * math.pi))
-    theta = np.deg2rad(rng.uniform(1.0, 3.0)) * np.sin(
-        2 * math.pi / (rng.uniform(2.0, 4.0) * frames) * t + rng.uniform(0, 2 * math.pi)
-    )
-    v_bg = _random_velocity(rng, (1.0, 3.0))
-    shift = np.stack([v_bg[i] * t + _wobble(rng, t, (0.5, 2.0), frames) for i in range(2)], axis=1)  # T x 2
-    scale = s0 / zoom
-
-    # corners of the frame relative to its centre, mapped into source offsets for every frame
-    hx, hy = (width - 1) / 2 + 0.5, (height - 1) / 2 + 0.5
-    corners = np.array([[-hx, -hy], [hx, -hy], [-hx, hy], [hx, hy]])
-    cos, sin = np.cos(theta), np.sin(theta)
-
-    def extents(k: float) -> tuple[np.ndarray, np.ndarray]:
-        cx = k * s0 * shift[:, None, 0] + scale[:, None] * (cos[:, None] * corners[:, 0] - sin[:, None] * corners[:, 1])
-        cy = k * s0 * shift[:, None, 1] + scale[:, None] * (sin[:, None] * corners[:, 0] + cos[:, None] * corners[:, 1])
-        return np.array([cx.min(), cy.min()]), np.array([cx.max(), cy.max()])
-
-    lo, hi = extents(1.0)
-    roi_h, roi_w = background.shape[1:]
-    # Show a good part of the photo, at the native resolution at most, with room for the whole path.
-    need = max(1.08 * (hi[1] - lo[1] + 4) / roi_h, 1.08 * (hi[0] - lo[0] + 4) / roi_w, s0 * height / (0.6 * min(roi_h, roi_w)))
-    bg = _downscale(background, min(1.0, need))
-    src_h, src_w = bg.shape[1:]
-    # Bicubic needs one pixel each side; shrink the translation if the photo is too small for the path.
-    k = 1.0
-    while True:
-        lo, hi = extents(k)
-        room = np.array([src_w - 3, src_h - 3]) - (hi - lo)
-        if (room >= 0).all():
-            break
-        if k < 1e-3:
-            raise ValueError(f"render_clip: background of {src_h} x {src_w} px is too small for a {height} x {width} frame")
-        k *= 0.8
-    c0 = 1 - lo + rng.uniform(0, 1, 2) * room  # random placement inside the feasible range
-
+        raise ValueError(
+            f"render_clip: expected frames >= 2 and a frame of at least 8 x 8, got {frames} x {height} x {width}"
+        )
+    t = np.arange(frames, dtype=np.float64) - (frames - 1) / 2  # centred: paths are placed by their middle
     v, u = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64) - (height - 1) / 2,
-        torch.arange(width, dtype=torch.float64) - (width - 1) / 2,
+        torch.arange(height, dtype=torch.float32) - (height - 1) / 2,
+        torch.arange(width, dtype=torch.float32) - (width - 1) / 2,
         indexing="ij",
     )
     u, v = u[None], v[None]
-
-    def col(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(a, dtype=np.float64))[:, None, None]
-
-    centre = c0[None] + k * s0 * shift
-    cs, sn, sc = col(cos), col(sin), col(scale)
-    x = col(centre[:, 0]) + sc * (cs * u - sn * v)
-    y = col(centre[:, 1]) + sc * (sn * u + cs * v)
-    out = _sample(bg, x.float(), y.float())
-
-    # --- foreground cut-out: its own pose (HR pixels relative to the frame centre), zoom and rotation
-    sf0 = 1.1
-    radius_hr = rng.uniform(0.17, 0.24) * min(height, width)
-    aspect = rng.uniform(0.75, 1.33)
-    a, b = radius_hr * sf0 * math.sqrt(aspect), radius_hr * sf0 / math.sqrt(aspect)  # half-axes in fg pixels
-    fg = _downscale(foreground, min(1.0, 2 * max(a, b) / (0.45 * min(foreground.shape[1:]))))
-    fg_h, fg_w = fg.shape[1:]
-    a, b = min(a, fg_w / 2 - 3), min(b, fg_h / 2 - 3)
-    fc = np.array([rng.uniform(a + 2, fg_w - a - 3), rng.uniform(b + 2, fg_h - b - 3)])
-    fzoom = 1.04 + 0.04 * np.sin(2 * math.pi / (rng.uniform(1.5, 3.0) * frames) * t + rng.uniform(0, 2 * math.pi))
-    fscale = sf0 / fzoom
-    phi = np.deg2rad(rng.uniform(2.0, 6.0)) * np.sin(
-        2 * math.pi / (rng.uniform(1.5, 3.0) * frames) * t + rng.uniform(0, 2 * math.pi)
-    )
-    # The object must not ride along with the camera, or alignment would be one global motion.
-    v_fg = _random_velocity(rng, (1.5, 3.5))
-    for _ in range(32):
-        if np.linalg.norm(v_fg + v_bg) >= 1.5:  # on screen the background moves by -v_bg
-            break
-        v_fg = _random_velocity(rng, (1.5, 3.5))
-    path = np.stack([v_fg[i] * t + _wobble(rng, t, (0.5, 2.5), frames) for i in range(2)], axis=1)
-    # keep the centre inside the frame, away from the border by half the object's size
-    limit = np.array([width / 2, height / 2]) - 0.5 * np.array([a, b]) / sf0
-    pmin, pmax = -limit - path.min(0), limit - path.max(0)
-    p0 = np.where(pmin <= pmax, pmin + rng.uniform(0, 1, 2) * np.maximum(pmax - pmin, 0), -(path.min(0) + path.max(0)) / 2)
-    pos = p0[None] + path
-
-    cf, sf, fs = col(np.cos(phi)), col(np.sin(phi)), col(fscale)
-    du, dv = u - col(pos[:, 0]), v - col(pos[:, 1])
-    lx = fs * (cf * du + sf * dv)  # rotate by -phi into the object's frame, in fg pixels
-    ly = fs * (-sf * du + cf * dv)
-    # Soft superellipse mask, edge about 3 fg pixels wide.
-    r = ((lx.abs() / a) ** 2.5 + (ly.abs() / b) ** 2.5) ** (1 / 2.5)
-    alpha = ((1 - r) * min(a, b) / 3.0).clamp(0, 1)
-    alpha = (alpha * alpha * (3 - 2 * alpha)).float()[:, None]
-    colour = _sample(fg, (lx + fc[0]).float(), (ly + fc[1]).float())
+    out, camera_velocity = _background_layer(background, t, u, v, rng)
+    colour, alpha = _foreground_layer(foreground, t, u, v, rng, camera_velocity)
     out = alpha * colour + (1 - alpha) * out
-
     return (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def _png_bytes(frame: np.ndarray) -> bytes:
+    """Encode an H x W x 3 uint8 frame as an 8-bit RGB PNG (Up filter, fast zlib level)."""
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"_png_bytes: expected an H x W x 3 uint8 array, got {frame.dtype} {frame.shape}")
+    h, w, _ = frame.shape
+    rows = frame.reshape(h, w * 3)
+    # Up filter (type 2): Pillow's adaptive filtering is ~3x slower for about the same size on photos.
+    up = np.empty_like(rows)
+    up[0] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=up[1:])
+    raw = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1).tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit truecolour, no interlace
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 3))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _write_png(path: Path, frame: np.ndarray) -> None:
+    path.write_bytes(_png_bytes(frame))
 
 
 def _plan(split: str, spec: _SplitSpec, photos: list[str]) -> list[dict[str, str]]:
@@ -287,37 +351,54 @@ def _is_complete(root: Path, params: dict) -> bool:
     if manifest is None or manifest.get("params") != params:
         return False
     for split in SPLITS:
-        frames = params["splits"][split]["frames"]
-        for clip in manifest.get("clips", {}).get(split, []):
+        spec = params["splits"][split]
+        clips = manifest.get("clips", {}).get(split, [])
+        if len(clips) != spec["clips"]:
+            return False
+        for clip in clips:
             clip_dir = root / split / clip["name"]
-            if not all((clip_dir / f"{i:03d}.png").is_file() for i in range(frames)):
+            if not all((clip_dir / f"{i:03d}.png").is_file() for i in range(spec["frames"])):
                 return False
     return True
 
 
+def _render_split(tmp: Path, split: str, split_idx: int, seed: int, small: bool, pool: ThreadPoolExecutor):
+    """Render one split's clips into `tmp/<split>/<clip>/`, queueing the PNG writes on `pool`."""
+    spec = _split_specs(small)[split]
+    clips = _plan(split, spec, available_photos())
+    loaded = {name: _load_photo(name) for name in {c[k] for c in clips for k in ("background", "foreground")}}
+    writes = []
+    for clip_idx, clip in enumerate(clips):
+        video = render_clip(
+            loaded[clip["background"]],
+            loaded[clip["foreground"]],
+            frames=spec.frames,
+            height=spec.height,
+            width=spec.width,
+            rng=np.random.default_rng([seed, split_idx, clip_idx]),
+        ).numpy()
+        clip_dir = tmp / split / clip["name"]
+        clip_dir.mkdir(parents=True)
+        writes += [pool.submit(_write_png, clip_dir / f"{i:03d}.png", f) for i, f in enumerate(video)]
+    return clips, writes
+
+
 def _generate(tmp: Path, params: dict, seed: int, small: bool) -> dict:
-    photos = available_photos()
-    loaded: dict[str, torch.Tensor] = {}
-    clips: dict[str, list[dict[str, str]]] = {}
-    for split_idx, (split, spec) in enumerate(_split_specs(small).items()):
-        clips[split] = _plan(split, spec, photos)
-        for clip_idx, clip in enumerate(clips[split]):
-            for name in (clip["background"], clip["foreground"]):
-                if name not in loaded:
-                    loaded[name] = _load_photo(name)
-            rng = np.random.default_rng([seed, split_idx, clip_idx])
-            video = render_clip(
-                loaded[clip["background"]],
-                loaded[clip["foreground"]],
-                frames=spec.frames,
-                height=spec.height,
-                width=spec.width,
-                rng=rng,
-            ).numpy()
-            clip_dir = tmp / split / clip["name"]
-            clip_dir.mkdir(parents=True)
-            for i, frame in enumerate(video):
-                Image.fromarray(frame).save(clip_dir / f"{i:03d}.png")
+    """Render every clip into `tmp/<split>/<clip>/` and return the manifest."""
+    # One torch thread renders while zlib (which releases the GIL) encodes in the pool: this keeps
+    # 2 cores busy and, unlike OpenMP threads, does not collapse when other processes share the cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            clips, writes = {}, []
+            for split_idx, split in enumerate(SPLITS):
+                clips[split], queued = _render_split(tmp, split, split_idx, seed, small, pool)
+                writes += queued
+            for write in writes:
+                write.result()  # re-raise the first write error, if any
+    finally:
+        torch.set_num_threads(threads)
     return {"params": params, "clips": clips}
 
 

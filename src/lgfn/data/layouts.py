@@ -138,7 +138,9 @@ def discover_vimeo90k(
             source = root
         else:
             want = "sep_trainlist.txt" if split == "train" else "sep_testlist.txt"
-            raise FileNotFoundError(f"Vimeo-90K {split} list {root / want} not found; expected {VIMEO_LAYOUT}")
+            raise FileNotFoundError(
+                f"Vimeo-90K {split} list {root / want} not found; expected {VIMEO_LAYOUT}"
+            )
 
     clips = []
     for name in names:
@@ -149,13 +151,17 @@ def discover_vimeo90k(
         # Frames beyond im7 would be ignored; missing ones are reported now, not mid-epoch.
         for p in hr:
             if not p.is_file():
-                raise FileNotFoundError(f"clip {name!r}: frame {p} is missing (Vimeo-90K clips hold im1..im7.png)")
+                raise FileNotFoundError(
+                    f"clip {name!r}: frame {p} is missing (Vimeo-90K clips hold im1..im7.png)"
+                )
         lr = None
         if lr_root is not None:
             lr = [lr_root / name / f for f in VIMEO_FRAMES]
             for p in lr:
                 if not p.is_file():
-                    raise FileNotFoundError(f"clip {name!r}: pre-made LR frame {p} is missing (from {lr_root})")
+                    raise FileNotFoundError(
+                        f"clip {name!r}: pre-made LR frame {p} is missing (from {lr_root})"
+                    )
         clips.append(Clip(name=name, hr=hr, lr=lr, centre=VIMEO_CENTRE))
     known = {c.name for c in clips}
     groups = {g: [n for n in ns if n in known] for g, ns in groups.items()}
@@ -176,7 +182,9 @@ def _select(clips: dict[str, Path], clip_list: str | None, where: Path) -> list[
     names = read_clip_list(clip_list)
     for n in names:
         if n not in clips:
-            raise FileNotFoundError(f"clip {n!r} listed in {clip_list} is missing: {where / n} does not exist")
+            raise FileNotFoundError(
+                f"clip {n!r} listed in {clip_list} is missing: {where / n} does not exist"
+            )
     return names
 
 
@@ -259,7 +267,9 @@ def validate_clips(clips: list[Clip], scale: int, max_images: int = 60_000) -> N
             )
         h, w = sizes[0]
         if h < scale or w < scale:
-            raise ValueError(f"clip {clip.name!r}: frame {clip.hr[0]} ({h}x{w}) is smaller than the scale {scale}")
+            raise ValueError(
+                f"clip {clip.name!r}: frame {clip.hr[0]} ({h}x{w}) is smaller than the scale {scale}"
+            )
         clip.size = (h, w)
         if clip.lr:
             want = (h // scale, w // scale)

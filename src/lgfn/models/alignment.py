@@ -7,13 +7,10 @@ import math
 import torch
 from torch import nn
 
+from lgfn.ops import deform_conv2d
+
 from .blocks import conv3x3, fold_frames, lrelu, unfold_frames
 from .dmdcu import DMDCU
-
-try:  # TEMPORARY until lgfn.ops lands
-    from lgfn.ops import deform_conv2d
-except ImportError:  # pragma: no cover
-    from torchvision.ops import deform_conv2d
 
 
 class DCNv2Pack(nn.Module):
@@ -65,7 +62,7 @@ class DCNv2Pack(nn.Module):
 
 
 class AlignmentStage(nn.Module):
-    """y = LReLU(conv[x, ref]); z = DMDCU(y); x' = DCN(x; offsets from z). M x C x h x w (x2) -> M x C x h x w."""
+    """y = LReLU(conv[x, ref]); z = DMDCU(y); DCN(x; offsets from z). x, ref: M x C x h x w -> M x C x h x w."""
 
     def __init__(
         self, num_feat: int = 64, num_branches: int = 8, deformable_groups: int = 8, use_dmdcu: bool = True

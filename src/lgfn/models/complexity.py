@@ -33,7 +33,9 @@ def _deform_as_conv(input, offset, weight, bias=None, stride=1, padding=0, dilat
     return F.conv2d(input, weight, bias, stride=stride, padding=padding, dilation=dilation)
 
 
-def gflops_per_frame(model: nn.Module, lr_size: tuple[int, int] = (64, 64), num_frames: int | None = None) -> float:
+def gflops_per_frame(
+    model: nn.Module, lr_size: tuple[int, int] = (64, 64), num_frames: int | None = None
+) -> float:
     """GFLOPs (FlopCounterMode: 1 multiply-add = 2 FLOPs) for one output frame at LR size (h, w).
 
     Runs one B = 1 forward on the meta device (shapes only, no compute), so it is instant at any size.

@@ -9,7 +9,7 @@ from .blocks import conv1x1, conv3x3, fold_frames, lrelu, make_layer, unfold_fra
 
 
 def video_shuffle(x: torch.Tensor) -> torch.Tensor:
-    """Split each frame's channels into N slices; group g = slice g of every frame. B x N x (N*c) x h x w -> same.
+    """Group g <- slice g of every frame (N slices per frame). B x N x (N*c) x h x w -> same.
 
     A transpose of the frame and slice axes, hence its own inverse.
     """
@@ -27,7 +27,7 @@ class VideoShuffle(nn.Module):
 
 
 class GlobalFusionBlock(nn.Module):
-    """Per-frame conv -> shuffle -> shared group convs -> unshuffle -> per-frame conv, + input. B x N x C x h x w -> same."""
+    """Frame conv, shuffle, shared group convs, unshuffle, frame conv, + input. B x N x C x h x w -> same."""
 
     def __init__(self, num_frames: int = 7, num_feat: int = 64, slice_channels: int = 9) -> None:
         super().__init__()

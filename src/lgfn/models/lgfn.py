@@ -27,7 +27,7 @@ LGFN_SMALL: dict[str, int | bool] = {
 
 
 class Merge(nn.Module):
-    """Per frame conv1x1 + LReLU over the concatenated branch outputs. B x N x (k*C) x h x w -> B x N x C x h x w."""
+    """Per-frame conv1x1 + LReLU over the branch outputs. B x N x (k*C) x h x w -> B x N x C x h x w."""
 
     def __init__(self, in_channels: int = 128, num_feat: int = 64) -> None:
         super().__init__()

@@ -85,7 +85,9 @@ class Reconstruction(nn.Module):
         self.upsample = Upsample(num_feat, scale)
         self.conv_last = conv3x3(num_feat, 3)
 
-    def forward(self, merged: torch.Tensor, centre_feat: torch.Tensor, lr_centre: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, merged: torch.Tensor, centre_feat: torch.Tensor, lr_centre: torch.Tensor
+    ) -> torch.Tensor:
         # B x N x C x h x w -> B x (N*C) x h x w: frame-major channel concat.
         x = self.act(self.conv_fuse(merged.flatten(1, 2)))
         x = self.body(x) + centre_feat

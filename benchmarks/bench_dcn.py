@@ -1,0 +1,120 @@
+"""Deformable conv on the CPU: lgfn.ops.deform_conv2d vs torchvision vs a plain conv2d of the same shape.
+
+Shape: the alignment's real one, 7 frames x 64 ch x 64 x 112, 8 offset groups, 3x3, padding 1, with mask.
+Run `python benchmarks/bench_dcn.py`, or call `run(repeats)` for the rows.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from lgfn.ops import deform_conv2d
+
+SHAPE = {"batch": 7, "channels": 64, "height": 64, "width": 112, "offset_groups": 8, "kernel": 3}
+
+
+def _interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median ms of each fn; the fns take turns so a load change on the machine hits them alike."""
+    for fn in fns:  # warm-up
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) * 1e3 for t in times]
+
+
+def _inputs(requires_grad: bool) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    b, c, h, w = SHAPE["batch"], SHAPE["channels"], SHAPE["height"], SHAPE["width"]
+    g, k = SHAPE["offset_groups"], SHAPE["kernel"]
+    tensors = {
+        "input": torch.randn(b, c, h, w, generator=gen),
+        # A few pixels of motion, like trained alignment offsets; masks through a sigmoid.
+        "offset": torch.randn(b, 2 * g * k * k, h, w, generator=gen) * 2.0,
+        "mask": torch.sigmoid(torch.randn(b, g * k * k, h, w, generator=gen)),
+        "weight": torch.randn(c, c, k, k, generator=gen) * (1.0 / (c * k * k)) ** 0.5,
+        "bias": torch.zeros(c),
+    }
+    for t in tensors.values():
+        t.requires_grad_(requires_grad)
+    return tensors
+
+
+def _ours(t: dict[str, torch.Tensor]) -> torch.Tensor:
+    return deform_conv2d(t["input"], t["offset"], t["weight"], t["bias"], padding=1, mask=t["mask"])
+
+
+def _torchvision(t: dict[str, torch.Tensor]) -> torch.Tensor:
+    import torchvision.ops
+
+    return torchvision.ops.deform_conv2d(t["input"], t["offset"], t["weight"], t["bias"], padding=1, mask=t["mask"])
+
+
+def _conv(t: dict[str, torch.Tensor]) -> torch.Tensor:
+    return F.conv2d(t["input"], t["weight"], t["bias"], padding=1)
+
+
+def _fwd(op, t):
+    def step():
+        with torch.no_grad():
+            op(t)
+
+    return step
+
+
+def _fwd_bwd(op, t, grad):
+    def step():
+        for v in t.values():
+            v.grad = None
+        op(t).backward(grad)
+
+    return step
+
+
+def run(repeats: int = 5) -> list[dict]:
+    """Median milliseconds of forward and forward+backward for ours, torchvision and conv2d."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    shape = "B{batch} C{channels} {height}x{width} G{offset_groups} k{kernel}".format(**SHAPE)
+    rows = []
+    for name, needs_grad in (("dcn fwd", False), ("dcn fwd+bwd", True)):
+        t = _inputs(needs_grad)
+        grad = torch.randn(SHAPE["batch"], SHAPE["channels"], SHAPE["height"], SHAPE["width"])
+
+        def make(op, t=t, grad=grad, needs_grad=needs_grad):
+            return _fwd_bwd(op, t, grad) if needs_grad else _fwd(op, t)
+
+        ours, tv, conv = _interleaved_medians([make(_ours), make(_torchvision), make(_conv)], repeats)
+        rows.append(
+            {
+                "benchmark": name,
+                "shape": shape,
+                "threads": torch.get_num_threads(),
+                "ours_ms": round(ours, 1),
+                "torchvision_ms": round(tv, 1),
+                "conv2d_ms": round(conv, 1),
+                "speedup_vs_torchvision": round(tv / ours, 2),
+                "ratio_vs_conv2d": round(ours / conv, 2),
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """Rows as a markdown table."""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown(run()))

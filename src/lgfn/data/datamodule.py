@@ -1,0 +1,211 @@
+"""``VSRDataModule``: one LightningDataModule for builtin, Vimeo-90K, Vid4, SPMCS and any folder of clips."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader
+
+from lgfn.data.datasets import VSRTestDataset, VSRTrainDataset
+from lgfn.data.layouts import (
+    ClipSet,
+    discover_folder,
+    discover_paired,
+    discover_vimeo90k,
+    validate_clips,
+)
+from lgfn.data.windows import canonical_padding, check_num_frames
+from lgfn.degradation import DEGRADATIONS
+from lgfn.metrics import AVERAGE_MODES
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("builtin", "vimeo90k", "vid4", "spmcs", "folder")
+_TEST_NAMES = {
+    "builtin": "builtin",
+    "vimeo90k": "vimeo90k_t",
+    "vid4": "vid4",
+    "spmcs": "spmcs",
+    "folder": "folder",
+}
+_TEST_ONLY = ("vid4", "spmcs")
+
+
+class VSRDataModule(LightningDataModule):
+    """Train/val/test loaders; test batches hold lr ``1 x N x 3 x h x w``, hr ``1 x 3 x 4h x 4w``, clip, frame."""
+
+    def __init__(
+        self,
+        name: str,
+        root: str,
+        degradation: str = "bi",
+        num_frames: int = 7,
+        patch_size: int = 192,
+        batch_size: int = 8,
+        num_workers: int = 4,
+        padding: str = "reflection_circle",
+        scale: int = 4,
+        augment: bool = True,
+        temporal_reverse: bool = False,
+        skip_edge_frames: bool | None = None,
+        average: str | None = None,
+        val_max_clips: int | None = None,
+        clip_list: str | None = None,
+        pin_memory: bool | None = None,
+        builtin_small: bool = False,
+        seed: int = 0,
+        train_repeat: int = 1,
+    ):
+        super().__init__()
+        # Cheap argument checks at construction, so a bad config fails before any disk access.
+        if name not in DATASETS:
+            raise ValueError(f"data.name must be one of {list(DATASETS)}, got {name!r}")
+        if degradation not in DEGRADATIONS:
+            raise ValueError(f"data.degradation must be one of {list(DEGRADATIONS)}, got {degradation!r}")
+        check_num_frames(num_frames)
+        canonical_padding(padding)
+        if average is not None and average not in AVERAGE_MODES:
+            raise ValueError(f"data.average must be one of {list(AVERAGE_MODES)} or null, got {average!r}")
+        if not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"data.scale must be a positive integer, got {scale!r}")
+        if not isinstance(patch_size, int) or patch_size < scale or patch_size % scale:
+            raise ValueError(
+                f"data.patch_size must be a positive multiple of data.scale={scale} (HR pixels), got {patch_size!r}"
+            )
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
+        if val_max_clips is not None and val_max_clips < 1:
+            raise ValueError(f"data.val_max_clips must be >= 1 or null, got {val_max_clips!r}")
+        self.save_hyperparameters(logger=False)
+        self.name, self.root = name, str(root)
+        self.degradation, self.num_frames, self.patch_size = degradation, num_frames, patch_size
+        self.batch_size, self.num_workers, self.padding, self.scale = batch_size, num_workers, padding, scale
+        self.augment, self.temporal_reverse, self.train_repeat = augment, temporal_reverse, train_repeat
+        self.skip_edge_frames = name in _TEST_ONLY if skip_edge_frames is None else bool(skip_edge_frames)
+        self.val_max_clips, self.clip_list, self.builtin_small, self.seed = (
+            val_max_clips,
+            clip_list,
+            builtin_small,
+            seed,
+        )
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        # Attributes the LightningModule reads.
+        self.test_name: str = _TEST_NAMES[name]
+        self.average: str = average or ("frame" if name == "spmcs" else "clip")
+        self.test_groups: dict[str, list[str]] = {}
+        self.data_train: VSRTrainDataset | None = None
+        self.data_val: VSRTestDataset | None = None
+        self.data_test: VSRTestDataset | None = None
+        self._roots: dict[str, Path] | None = None
+
+    # ------------------------------------------------------------------ discovery
+
+    def _split_roots(self) -> dict[str, Path]:
+        """Folders holding the train and test clips of builtin/folder sets."""
+        if self._roots is None:
+            if self.name == "builtin":
+                from lgfn.data.builtin import ensure_builtin
+
+                self._roots = {
+                    k: Path(v)
+                    for k, v in ensure_builtin(self.root, seed=self.seed, small=self.builtin_small).items()
+                }
+            else:
+                root = Path(self.root).expanduser()
+                # A folder with train/ and test/ subfolders of clips splits itself; otherwise all clips serve both.
+                if (root / "train").is_dir() and (root / "test").is_dir():
+                    self._roots = {"train": root / "train", "test": root / "test"}
+                else:
+                    self._roots = {"train": root, "test": root}
+        return self._roots
+
+    def _clips(self, split: str) -> ClipSet:
+        if self.name == "vimeo90k":
+            cs = discover_vimeo90k(self.root, split, self.degradation, self.scale, self.clip_list)
+        elif self.name in _TEST_ONLY:
+            cs = discover_paired(self.root, self.degradation, self.scale, self.clip_list)
+        else:
+            clip_list = self.clip_list if split == "test" else None
+            cs = discover_folder(self._split_roots()[split], clip_list)
+        validate_clips(cs.clips, self.scale)
+        return cs
+
+    def _no_train_split(self) -> RuntimeError:
+        return RuntimeError(
+            f"data={self.name} has no training split; train with data=vimeo90k or data=builtin"
+        )
+
+    def _test_dataset(self, cs: ClipSet) -> VSRTestDataset:
+        return VSRTestDataset(
+            cs.clips,
+            num_frames=self.num_frames,
+            padding=self.padding,
+            degradation=self.degradation,
+            scale=self.scale,
+            skip_edge_frames=self.skip_edge_frames,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Discover and check every clip of the needed splits (missing files, sizes, window length)."""
+        if stage == "fit" and self.name in _TEST_ONLY:
+            raise self._no_train_split()
+        if self.data_test is None:
+            test = self._clips("test")
+            self.test_groups = test.groups
+            self.data_test = self._test_dataset(test)
+            val_clips = test.clips[: self.val_max_clips] if self.val_max_clips else test.clips
+            self.data_val = self._test_dataset(ClipSet(clips=val_clips))
+            log.info(
+                "%s test set: %d clips, %d targets, LR %s",
+                self.test_name,
+                len(test.clips),
+                len(self.data_test),
+                f"from {test.lr_dir}" if test.lr_dir else f"made on the fly ({self.degradation})",
+            )
+        if stage in ("fit", None) and self.name not in _TEST_ONLY and self.data_train is None:
+            train = self._clips("train")
+            self.data_train = VSRTrainDataset(
+                train.clips,
+                num_frames=self.num_frames,
+                padding=self.padding,
+                degradation=self.degradation,
+                scale=self.scale,
+                patch_size=self.patch_size,
+                augment=self.augment,
+                temporal_reverse=self.temporal_reverse,
+                repeat=self.train_repeat,
+            )
+
+    # ------------------------------------------------------------------ loaders
+
+    def _loader(self, dataset, *, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.name in _TEST_ONLY:
+            raise self._no_train_split()
+        if self.data_train is None:
+            self.setup("fit")
+        return self._loader(self.data_train, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.data_val is None:
+            self.setup("validate")
+        return self._loader(self.data_val, batch_size=1, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.data_test is None:
+            self.setup("test")
+        return self._loader(self.data_test, batch_size=1, shuffle=False)

@@ -1,0 +1,165 @@
+"""Training and test datasets of frame windows (LR ``N x 3 x h x w``, HR ``3 x sH x sW``, in [0, 1])."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from lgfn.data.io import read_image
+from lgfn.data.layouts import Clip
+from lgfn.data.windows import canonical_padding, check_num_frames, frame_indices
+from lgfn.degradation import DEGRADATIONS, crop_to_multiple, degrade, quantize_8bit
+
+
+def _check_common(clips: list[Clip], num_frames: int, padding: str, degradation: str, scale: int) -> str:
+    check_num_frames(num_frames)
+    padding = canonical_padding(padding)
+    if degradation not in DEGRADATIONS:
+        raise ValueError(f"data.degradation must be one of {list(DEGRADATIONS)}, got {degradation!r}")
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"data.scale must be a positive integer, got {scale!r}")
+    if not clips:
+        raise ValueError("the dataset has no clips")
+    for c in clips:
+        # A fixed centre (Vimeo im4) still needs the whole window inside the clip.
+        if len(c) < num_frames:
+            raise ValueError(
+                f"clip {c.name!r} has {len(c)} frames, shorter than the window (data.num_frames={num_frames})"
+            )
+    return padding
+
+
+def load_window(
+    clip: Clip, idxs: list[int], degradation: str, scale: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LR window ``N x 3 x h x w`` for frame indices ``idxs`` and the HR centre ``3 x s*h x s*w``.
+
+    Pre-made LR is read when the clip has it; otherwise HR frames are cropped to multiples of
+    ``scale``, degraded and rounded to 8 bits, as if the LR had been saved as PNG.
+    """
+    centre = idxs[len(idxs) // 2]
+    if clip.lr is not None:
+        cache = {j: read_image(clip.lr[j]) for j in dict.fromkeys(idxs)}
+        lr = torch.stack([cache[j] for j in idxs])
+        h, w = lr.shape[-2:]
+        hr = read_image(clip.hr[centre])[:, : h * scale, : w * scale]
+        return lr, hr
+    hr_frames = {j: crop_to_multiple(read_image(clip.hr[j]), scale) for j in dict.fromkeys(idxs)}
+    keys = list(hr_frames)
+    lr_unique = quantize_8bit(degrade(torch.stack([hr_frames[j] for j in keys]), degradation, scale))
+    pos = {j: i for i, j in enumerate(keys)}
+    lr = lr_unique[[pos[j] for j in idxs]]
+    return lr.contiguous(), hr_frames[centre]
+
+
+class VSRTestDataset(Dataset):
+    """Every frame (or a clip's fixed centre) as a target; sample: lr, hr, clip, frame, index."""
+
+    def __init__(
+        self,
+        clips: list[Clip],
+        *,
+        num_frames: int = 7,
+        padding: str = "reflection_circle",
+        degradation: str = "bi",
+        scale: int = 4,
+        skip_edge_frames: bool = False,
+    ):
+        self.padding = _check_common(clips, num_frames, padding, degradation, scale)
+        self.clips, self.num_frames, self.degradation, self.scale = clips, num_frames, degradation, scale
+        self.items: list[tuple[int, int]] = []
+        for ci, c in enumerate(clips):
+            if c.centre is not None:
+                targets = [c.centre]
+            elif skip_edge_frames:
+                if len(c) < 3:
+                    raise ValueError(
+                        f"clip {c.name!r} has {len(c)} frames; skip_edge_frames needs at least 3"
+                    )
+                targets = list(range(1, len(c) - 1))
+            else:
+                targets = list(range(len(c)))
+            self.items.extend((ci, t) for t in targets)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        ci, t = self.items[index]
+        clip = self.clips[ci]
+        idxs = frame_indices(t, self.num_frames, len(clip), self.padding)
+        lr, hr = load_window(clip, idxs, self.degradation, self.scale)
+        return {"lr": lr, "hr": hr, "clip": clip.name, "frame": t, "index": index}
+
+
+class VSRTrainDataset(Dataset):
+    """Random aligned patches; sample: lr ``N x 3 x p/s x p/s``, hr ``3 x p x p``, clip, frame."""
+
+    def __init__(
+        self,
+        clips: list[Clip],
+        *,
+        num_frames: int = 7,
+        padding: str = "reflection_circle",
+        degradation: str = "bi",
+        scale: int = 4,
+        patch_size: int = 192,
+        augment: bool = True,
+        temporal_reverse: bool = False,
+        repeat: int = 1,
+    ):
+        self.padding = _check_common(clips, num_frames, padding, degradation, scale)
+        if not isinstance(patch_size, int) or patch_size < scale or patch_size % scale:
+            raise ValueError(
+                f"data.patch_size must be a positive multiple of the scale {scale} (HR pixels), got {patch_size!r}"
+            )
+        if not isinstance(repeat, int) or repeat < 1:
+            raise ValueError(f"data.train_repeat must be a positive integer, got {repeat!r}")
+        for c in clips:
+            if c.size is not None:
+                h, w = c.size
+                if min(h - h % scale, w - w % scale) < patch_size:
+                    raise ValueError(
+                        f"data.patch_size={patch_size} is larger than clip {c.name!r} ({h}x{w}, {c.hr[0]})"
+                    )
+        self.clips, self.num_frames, self.degradation, self.scale = clips, num_frames, degradation, scale
+        self.patch_size, self.augment, self.temporal_reverse, self.repeat = (
+            patch_size,
+            augment,
+            temporal_reverse,
+            repeat,
+        )
+        self.items = [
+            (ci, t)
+            for ci, c in enumerate(clips)
+            for t in ([c.centre] if c.centre is not None else range(len(c)))
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items) * self.repeat
+
+    def __getitem__(self, index: int) -> dict:
+        ci, t = self.items[index % len(self.items)]
+        clip = self.clips[ci]
+        idxs = frame_indices(t, self.num_frames, len(clip), self.padding)
+        lr, hr = load_window(clip, idxs, self.degradation, self.scale)
+        s, lp = self.scale, self.patch_size // self.scale
+        h, w = lr.shape[-2:]
+        if h < lp or w < lp:
+            raise ValueError(
+                f"data.patch_size={self.patch_size} is larger than clip {clip.name!r} (LR {h}x{w})"
+            )
+        top = int(torch.randint(0, h - lp + 1, ()))
+        left = int(torch.randint(0, w - lp + 1, ()))
+        lr = lr[..., top : top + lp, left : left + lp]
+        hr = hr[..., top * s : (top + lp) * s, left * s : (left + lp) * s]
+        if self.augment:
+            if torch.rand(()) < 0.5:
+                lr, hr = lr.flip(-1), hr.flip(-1)
+            if torch.rand(()) < 0.5:
+                lr, hr = lr.flip(-2), hr.flip(-2)
+            if torch.rand(()) < 0.5:
+                lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
+        if self.temporal_reverse and torch.rand(()) < 0.5:
+            lr = lr.flip(0)
+        return {"lr": lr.contiguous(), "hr": hr.contiguous(), "clip": clip.name, "frame": t}

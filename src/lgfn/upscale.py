@@ -1,0 +1,232 @@
+"""``lgfn-upscale INPUT OUTPUT``: 4x video super-resolution of a video file or a folder of frames.
+
+Frames are streamed: each output frame t is computed from the window
+``lgfn.data.windows.frame_indices(t, N, length, padding)`` (short clips: ``lgfn.tiling.short_clip_indices``),
+optionally tiled over space (``--tile``, exact with the default ``--overlap``; see ``lgfn.tiling``).
+Exit codes: 0 ok, 2 bad usage, 1 any other error (one line on stderr; ``LGFN_DEBUG=1`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILTIN_CKPT = REPO_ROOT / "checkpoints" / "lgfn_small_builtin.pt"
+PROG = "lgfn-upscale"
+
+
+class UsageError(Exception):
+    """Bad command-line usage found after parsing (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="4x video super-resolution with LGFN.")
+    p.add_argument("input", metavar="INPUT", help="video file (.mp4/.mkv/.avi/.mov) or folder of frames")
+    p.add_argument("output", metavar="OUTPUT", help="video file (H.264) or folder (PNG frames), by suffix")
+    p.add_argument("--ckpt", default=None,
+                   help=f"weights file or Lightning .ckpt (default: {BUILTIN_CKPT.relative_to(REPO_ROOT)})")
+    p.add_argument("--tile", type=int, default=None, help="tile size in LR pixels (default: whole frame)")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="tile margin in LR pixels (default: the model's receptive radius: tiled == untiled)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
+    p.add_argument("--padding", default=None,
+                   help="frame-window padding: replicate|reflection|reflection_circle|circle|mirror "
+                        "(default: the one the model was trained with)")
+    p.add_argument("--fps", type=float, default=None, help="output frame rate (default: input's, or 25 for frames)")
+    p.add_argument("--compare", type=int, default=None, metavar="FRAME_INDEX",
+                   help="also write a side-by-side PNG (bicubic | LGFN) of this frame")
+    p.add_argument("--compare-out", default=None, metavar="PATH", help="where --compare writes its PNG")
+    p.add_argument("--onnx", default=None, metavar="FILE",
+                   help="run an exported ONNX model (onnxruntime, CPU) instead of PyTorch; FILE.json holds its meta")
+    return p
+
+
+# --------------------------------------------------------------------------- models
+class OnnxNet:
+    """An exported model run through onnxruntime (CPU): B x N x 3 x h x w float32 -> B x 3 x sh x sw."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RuntimeError("--onnx needs onnxruntime: pip install 'lgfn[export]'") from None
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        sidecar = Path(str(path) + ".json")
+        if not sidecar.is_file():
+            raise FileNotFoundError(f"ONNX sidecar not found: {sidecar} (written by lgfn-export next to the model)")
+        try:
+            self.meta = json.loads(sidecar.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"unreadable ONNX sidecar {sidecar}: {e}") from None
+        try:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ValueError(f"cannot load ONNX model {path}: {str(e).splitlines()[0]}") from None
+        self.num_frames = int(self.meta.get("num_frames", 7))
+        self.scale = int(self.meta.get("scale", 4))
+        shape = self.session.get_inputs()[0].shape  # ints for static axes, names/None for dynamic ones
+        self.fixed_hw = tuple(shape[-2:]) if all(isinstance(s, int) for s in shape[-2:]) else None
+
+    def __call__(self, lr: torch.Tensor) -> torch.Tensor:
+        h, w = lr.shape[-2:]
+        x = lr.detach().float().cpu()
+        if self.fixed_hw is not None:
+            fh, fw = self.fixed_hw
+            if h > fh or w > fw:
+                raise ValueError(f"the ONNX model takes {fw}x{fh} LR inputs only; use --tile (with a smaller overlap)")
+            b, n = x.shape[:2]
+            x = torch.nn.functional.pad(x.flatten(0, 1), (0, fw - w, 0, fh - h), mode="replicate").unflatten(0, (b, n))
+        (sr,) = self.session.run(["sr"], {"lr": x.numpy()})
+        out = torch.from_numpy(sr)[..., : self.scale * h, : self.scale * w]
+        return out.to(lr.device, lr.dtype)
+
+
+def resolve_ckpt(ckpt: str | None) -> Path:
+    if ckpt is not None:
+        return Path(ckpt)
+    if BUILTIN_CKPT.is_file():
+        return BUILTIN_CKPT
+    raise FileNotFoundError(
+        f"no --ckpt given and the built-in weights {BUILTIN_CKPT} do not exist: make them with `make pretrain` "
+        "or pass --ckpt PATH"
+    )
+
+
+def _to_uint8(img: torch.Tensor) -> np.ndarray:
+    """3 x H x W float in [0,1] -> H x W x 3 uint8 (clamped, rounded)."""
+    return img.float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+# --------------------------------------------------------------------------- main
+def run(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from lgfn.data.windows import canonical_padding
+    from lgfn.degradation import imresize
+    from lgfn.tiling import stream_windows, upscale_window
+    from lgfn.video import FrameWriter, probe, read_frames
+
+    if args.tile is not None and args.tile < 1:
+        raise UsageError(f"--tile must be a positive number of LR pixels, got {args.tile}")
+    if args.overlap is not None and args.overlap < 0:
+        raise UsageError(f"--overlap must be >= 0, got {args.overlap}")
+    if args.fps is not None and args.fps <= 0:
+        raise UsageError(f"--fps must be positive, got {args.fps}")
+    if args.compare_out is not None and args.compare is None:
+        raise UsageError("--compare-out needs --compare FRAME_INDEX")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    if args.half and (device != "cuda" or args.onnx):
+        raise UsageError("--half needs --device cuda (float16 is not supported on CPU or with --onnx)")
+
+    info = probe(args.input)  # input errors before the model is loaded
+    if args.compare is not None and not 0 <= args.compare < info.num_frames:
+        raise UsageError(f"--compare {args.compare}: the input has frames 0..{info.num_frames - 1}")
+
+    if args.onnx:
+        net = OnnxNet(args.onnx)
+        meta = dict(net.meta)
+        device = "cpu"
+    else:
+        from lgfn.weights import load_network
+
+        net, meta = load_network(resolve_ckpt(args.ckpt), map_location=device)
+        net = net.to(device)
+        if args.half:
+            net = net.half()
+    num_frames = int(getattr(net, "num_frames", meta.get("num_frames", 7)))
+    padding = canonical_padding(args.padding or meta.get("padding", "reflection_circle"))
+    dtype = torch.float16 if args.half else torch.float32
+    tile, overlap = args.tile, args.overlap
+    fixed = getattr(net, "fixed_hw", None)
+    if fixed is not None and (tile is not None or info.height > fixed[0] or info.width > fixed[1]):
+        overlap = min(overlap if overlap is not None else 16, (min(fixed) - 1) // 2)
+        tile = min(fixed) - 2 * overlap
+
+    fps = Fraction(args.fps).limit_denominator(1001 * 1000) if args.fps else info.fps
+    out_names = info.names if info.kind == "folder" else None
+    compare_img = None
+    start = time.perf_counter()
+    with FrameWriter(args.output, fps=fps, names=out_names) as writer:
+        bar = tqdm(total=info.num_frames, unit="frame", desc=PROG, dynamic_ncols=True, file=sys.stderr)
+        try:
+            for t, window in stream_windows(read_frames(info), info.num_frames, num_frames, padding):
+                frames = torch.from_numpy(np.stack(window)).to(device).permute(0, 3, 1, 2).to(dtype).div_(255)
+                sr = upscale_window(net, frames, tile=tile, overlap=overlap)
+                writer.write(_to_uint8(sr))
+                if t == args.compare:
+                    with torch.inference_mode():
+                        bic = imresize(frames[num_frames // 2].float(), sr.shape[-1] / frames.shape[-1])
+                    compare_img = np.concatenate([_to_uint8(bic), _to_uint8(sr)], axis=1)
+                bar.update(1)
+        finally:
+            bar.close()
+    elapsed = time.perf_counter() - start
+    if compare_img is not None:
+        out = Path(args.output)
+        target = Path(args.compare_out) if args.compare_out else out.parent / f"{out.stem}_compare_{args.compare}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp.png")
+        from PIL import Image
+
+        Image.fromarray(compare_img).save(tmp)
+        os.replace(tmp, target)
+        print(f"{PROG}: wrote comparison (bicubic | LGFN) of frame {args.compare} to {target}", file=sys.stderr)
+    print(
+        f"{PROG}: wrote {writer.count} frames of {4 * info.width}x{4 * info.height} to {args.output} "
+        f"in {elapsed:.1f} s ({writer.count / max(elapsed, 1e-9):.2f} frames/s)",
+        file=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit code."""
+    import logging
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: 2 on bad usage, 0 for --help
+        return int(e.code or 0)
+    debug = os.environ.get("LGFN_DEBUG") == "1"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("lgfn.video")
+    logger.addHandler(handler)
+    try:
+        run(args)
+        return 0
+    except UsageError as e:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no output written", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 1
+    finally:
+        logger.removeHandler(handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

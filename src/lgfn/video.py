@@ -1,0 +1,277 @@
+"""Video and frame-folder I/O for ``lgfn-upscale``: streamed reading, atomic writing.
+
+Frames are ``H x W x 3`` uint8 RGB numpy arrays. Readers are generators (never the whole clip in
+memory). Grey, 16-bit and alpha frames are converted to RGB with a one-time note on the ``lgfn.video``
+logger. Writers write to a temporary name in the destination's directory and rename on success, so a
+failed run leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from lgfn.data.io import IMAGE_EXTENSIONS, list_images
+
+log = logging.getLogger("lgfn.video")
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov")
+DEFAULT_FPS = Fraction(25)
+
+
+@dataclass
+class VideoInfo:
+    """What is known about an input before decoding it."""
+
+    path: Path
+    kind: str  # "video" | "folder"
+    fps: Fraction | None
+    num_frames: int
+    height: int
+    width: int
+    names: list[str] = field(default_factory=list)  # frame stems (folder input)
+
+
+def _note_once(notes: set, key: str, message: str) -> None:
+    if key not in notes:
+        notes.add(key)
+        log.warning(message)
+
+
+def _to_rgb(arr: np.ndarray, mode: str, source: str, notes: set) -> np.ndarray:
+    """Any PIL-mode array -> H x W x 3 uint8."""
+    if arr.dtype != np.uint8:
+        # 16-bit (or 32-bit integer) images: keep the top 8 bits of a 16-bit range.
+        _note_once(notes, "depth", f"note: {source} has {arr.dtype} samples; converted to 8-bit")
+        arr = np.clip(arr.astype(np.float64) / 257.0 if arr.max() > 255 else arr, 0, 255).round().astype(np.uint8)
+    if arr.ndim == 2:
+        _note_once(notes, "grey", f"note: {source} has grayscale frames; converted to RGB")
+        return np.repeat(arr[..., None], 3, axis=2)
+    if arr.shape[2] == 2:  # LA
+        _note_once(notes, "grey", f"note: {source} has grayscale+alpha frames; alpha dropped, converted to RGB")
+        return np.repeat(arr[..., :1], 3, axis=2)
+    if arr.shape[2] == 4:
+        _note_once(notes, "alpha", f"note: {source} has RGBA frames; alpha dropped")
+        return np.ascontiguousarray(arr[..., :3])
+    return arr
+
+
+def _read_image(path: Path, notes: set) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode == "P":
+                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+            elif mode in ("CMYK", "YCbCr", "1"):
+                img = img.convert("RGB")
+            arr = np.asarray(img)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise ValueError(f"unreadable image {path}: {e}") from None
+    return _to_rgb(arr, img.mode, str(path.parent), notes)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise ValueError(f"unreadable image {path}: {e}") from None
+    return h, w
+
+
+def _open_video(path: Path):
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as e:  # PyAV raises many error types (InvalidDataError, FFmpegError, ...)
+        raise ValueError(f"cannot read video {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"{path} has no video stream")
+    return container
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Metadata of a video file or frame folder; errors name the path. The frame count is exact."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input not found: {path}")
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise ValueError(f"no frames ({'/'.join(IMAGE_EXTENSIONS)}) in folder {path}")
+        h, w = _image_size(files[0])
+        return VideoInfo(path, "folder", None, len(files), h, w, [f.stem for f in files])
+    if path.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise ValueError(
+            f"unsupported input {path}: expected a folder of frames or a video ({', '.join(VIDEO_EXTENSIONS)})"
+        )
+    container = _open_video(path)
+    try:
+        stream = container.streams.video[0]
+        fps = stream.average_rate or stream.guessed_rate or stream.base_rate
+        h, w = stream.codec_context.height, stream.codec_context.width
+        # Containers' frame counts are often missing or approximate: count packets (demux only, no decode).
+        count = 0
+        try:
+            for packet in container.demux(stream):
+                if packet.size:
+                    count += 1
+        except Exception as e:
+            raise ValueError(f"corrupt video {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    finally:
+        container.close()
+    if count == 0 or not h or not w:
+        raise ValueError(f"video {path} has no frames")
+    return VideoInfo(path, "video", Fraction(fps) if fps else None, count, h, w)
+
+
+def read_frames(info: VideoInfo) -> Iterator[np.ndarray]:
+    """Stream the frames of ``info`` as H x W x 3 uint8 arrays; size changes and decode errors raise."""
+    notes: set = set()
+    if info.kind == "folder":
+        for f in list_images(info.path):
+            arr = _read_image(f, notes)
+            if arr.shape[:2] != (info.height, info.width):
+                raise ValueError(
+                    f"frame {f} is {arr.shape[1]}x{arr.shape[0]}, expected {info.width}x{info.height} like the first"
+                )
+            yield arr
+        return
+    container = _open_video(info.path)
+    try:
+        stream = container.streams.video[0]
+        fmt = stream.codec_context.pix_fmt or ""
+        if fmt.startswith(("gray", "ya")) or fmt in ("monob", "monow"):
+            _note_once(notes, "grey", f"note: {info.path} has grayscale frames ({fmt}); converted to RGB")
+        elif fmt.startswith(("rgba", "bgra", "argb", "abgr", "yuva", "gbrap")):
+            _note_once(notes, "alpha", f"note: {info.path} has frames with alpha ({fmt}); alpha dropped")
+        try:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+        except Exception as e:
+            if isinstance(e, GeneratorExit):
+                raise
+            raise ValueError(f"corrupt video {info.path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    finally:
+        container.close()
+
+
+# --------------------------------------------------------------------------- writing
+def is_video_path(path: str | os.PathLike) -> bool:
+    """OUTPUT is a video when it has a video suffix and is not an existing directory."""
+    path = Path(path)
+    return not path.is_dir() and path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+class FrameWriter:
+    """Write H x W x 3 uint8 frames to a video (libx264, yuv420p) or a PNG folder; ``commit`` publishes."""
+
+    def __init__(self, path: str | os.PathLike, fps: Fraction | float | None = None, names: list[str] | None = None,
+                 crf: int = 18) -> None:
+        self.path = Path(path)
+        self.fps = Fraction(fps).limit_denominator(1001 * 1000) if fps else DEFAULT_FPS
+        self.names = names
+        self.count = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.video = is_video_path(self.path)
+        if not self.video and self.path.suffix and not self.path.is_dir():
+            raise ValueError(
+                f"unsupported output {self.path}: use a folder (no suffix) or a video ({', '.join(VIDEO_EXTENSIONS)})"
+            )
+        if not self.video and self.path.is_dir() and any(self.path.iterdir()):
+            raise ValueError(f"output folder {self.path} exists and is not empty")
+        self._container = None
+        self._stream = None
+        self._crf = crf
+        if self.video:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
+            os.close(fd)
+            self.tmp = Path(tmp)
+        else:
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
+
+    def _open(self, h: int, w: int) -> None:
+        import av
+
+        self._container = av.open(str(self.tmp), mode="w")
+        stream = self._container.add_stream("libx264", rate=self.fps)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(self._crf)}
+        self._stream = stream
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one H x W x 3 uint8 frame."""
+        if self.video:
+            import av
+
+            h, w = frame.shape[:2]
+            if self._container is None:
+                if h % 2 or w % 2:
+                    raise ValueError(f"{self.path}: yuv420p needs even sizes, got {w}x{h}")
+                self._open(h, w)
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf.pts = self.count
+            vf.time_base = 1 / self.fps
+            for packet in self._stream.encode(vf):
+                self._container.mux(packet)
+        else:
+            name = self.names[self.count] if self.names and self.count < len(self.names) else f"{self.count:08d}"
+            Image.fromarray(frame).save(self.tmp / f"{name}.png")
+        self.count += 1
+
+    def commit(self) -> None:
+        """Flush and move the finished output into place."""
+        if self.count == 0:
+            raise ValueError(f"no frames were written to {self.path}")
+        if self.video:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+            os.replace(self.tmp, self.path)
+        else:
+            if self.path.is_dir():
+                self.path.rmdir()  # checked empty at start
+            os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        """Remove every trace of an unfinished output."""
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:
+                pass
+            self._container = None
+        if self.tmp.is_dir():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+            return
+        try:
+            self.commit()
+        except BaseException:
+            self.abort()
+            raise
+
+
+__all__ = ["DEFAULT_FPS", "VIDEO_EXTENSIONS", "FrameWriter", "VideoInfo", "is_video_path", "probe", "read_frames"]

@@ -1,0 +1,210 @@
+"""lgfn.ops.deform_conv2d against torchvision.ops.deform_conv2d (values and gradients), and its API."""
+
+import pytest
+import torch
+import torchvision
+
+import lgfn.ops.deform_conv as dc
+from lgfn.ops import available_backends, current_backend, dcn_backend, deform_conv2d
+
+CASES = {
+    # name: batch, in_ch, out_ch, height, width, offset_groups, kernel, stride, padding, dilation, use_mask
+    "basic": (2, 4, 3, 6, 7, 1, (3, 3), 1, 1, 1, True),
+    "groups_nonsquare": (2, 8, 5, 5, 9, 4, (3, 3), 1, 1, 1, True),
+    "no_mask": (1, 4, 2, 6, 5, 2, (3, 3), 1, 1, 1, False),
+    "stride2_dilation2": (2, 4, 3, 9, 8, 2, (3, 3), 2, 2, 2, True),
+    "rect_kernel_pairs": (1, 6, 4, 7, 6, 3, (3, 2), (2, 1), (1, 0), (1, 2), True),
+    "single_row": (2, 2, 3, 1, 6, 1, (3, 3), 1, 1, 1, True),
+    "single_pixel": (1, 2, 2, 1, 1, 2, (3, 3), 1, 1, 1, True),
+}
+
+
+def _make(case, dtype=torch.float64, offset_scale=2.5, seed=0):
+    batch, cin, cout, h, w, groups, (kh, kw), stride, padding, dilation, use_mask = case
+    pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    gen = torch.Generator().manual_seed(seed)
+    # offset_scale 2.5 px on 5-9 px images sends many samples outside the image (and past -1 / H).
+    tensors = {
+        "input": torch.randn(batch, cin, h, w, generator=gen, dtype=dtype),
+        "offset": torch.randn(batch, 2 * groups * kh * kw, ho, wo, generator=gen, dtype=dtype) * offset_scale,
+        "weight": torch.randn(cout, cin, kh, kw, generator=gen, dtype=dtype),
+        "bias": torch.randn(cout, generator=gen, dtype=dtype),
+        "mask": torch.rand(batch, groups * kh * kw, ho, wo, generator=gen, dtype=dtype) if use_mask else None,
+    }
+    kwargs = {"stride": stride, "padding": padding, "dilation": dilation}
+    return tensors, kwargs
+
+
+def _call(fn, t, kwargs, **extra):
+    return fn(t["input"], t["offset"], t["weight"], t["bias"], mask=t["mask"], **kwargs, **extra)
+
+
+def _value_and_grads(fn, t, kwargs, grad_seed=1, **extra):
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in t.items() if v is not None}
+    out = _call(fn, {**t, **leaves}, kwargs, **extra)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=out.dtype)
+    out.backward(grad_out)
+    return out.detach(), {k: v.grad for k, v in leaves.items()}
+
+
+@pytest.fixture(params=["fast", "plain"])
+def pytorch_path(request, monkeypatch):
+    """Run the pytorch backend through the custom Function ("fast") or the exportable plain ops."""
+    if request.param == "plain":
+        monkeypatch.setattr(dc, "_use_fast_path", lambda *a, **k: False)
+    return request.param
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_pytorch_backend_matches_torchvision_float64(case, pytorch_path):
+    t, kwargs = _make(case)
+    ref_out, ref_grads = _value_and_grads(torchvision.ops.deform_conv2d, t, kwargs)
+    out, grads = _value_and_grads(deform_conv2d, t, kwargs, backend="pytorch")
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-9)
+    assert grads.keys() == ref_grads.keys()
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=0, atol=1e-8, msg=f"grad of {name}")
+
+
+def test_samples_really_leave_the_image():
+    """The 'outside' claim of the cases above: many taps land beyond -1 or H/W, where the result is 0."""
+    t, _ = _make(CASES["basic"])
+    dy = t["offset"][:, 0::2]
+    assert (dy.abs() > 3).float().mean() > 0.1
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "torchvision"])
+def test_backends_match_torchvision_float32(backend):
+    t, kwargs = _make(CASES["groups_nonsquare"], dtype=torch.float32)
+    ref_out, ref_grads = _value_and_grads(torchvision.ops.deform_conv2d, t, kwargs)
+    out, grads = _value_and_grads(deform_conv2d, t, kwargs, backend=backend)
+    torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-4, msg=f"grad of {name}")
+
+
+def test_only_some_inputs_need_grad():
+    t, kwargs = _make(CASES["basic"])
+    offset = t["offset"].clone().requires_grad_()
+    out = deform_conv2d(t["input"], offset, t["weight"], t["bias"], mask=t["mask"], **kwargs, backend="pytorch")
+    (grad,) = torch.autograd.grad(out.sum(), offset)
+    ref_offset = t["offset"].clone().requires_grad_()
+    ref = torchvision.ops.deform_conv2d(t["input"], ref_offset, t["weight"], t["bias"], mask=t["mask"], **kwargs)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), ref_offset)
+    torch.testing.assert_close(grad, ref_grad, rtol=0, atol=1e-8)
+
+
+def test_zero_offsets_full_mask_equal_plain_conv():
+    """Independent of torchvision: offset 0 and mask 1 is an ordinary convolution."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 6, 5, generator=gen, dtype=torch.float64)
+    w = torch.randn(3, 4, 3, 3, generator=gen, dtype=torch.float64)
+    offset = torch.zeros(2, 2 * 2 * 9, 2, 3, dtype=torch.float64)
+    mask = torch.ones(2, 2 * 9, 2, 3, dtype=torch.float64)
+    out = deform_conv2d(x, offset, w, None, stride=2, padding=1, dilation=(2, 1), mask=mask, backend="pytorch")
+    ref = torch.nn.functional.conv2d(x, w, None, stride=2, padding=1, dilation=(2, 1))
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+
+
+def test_half_pixel_shift_and_far_outside_values():
+    """dx = 0.5 averages two neighbours; a sample at y <= -1 reads 0 (1x1 kernel, one channel)."""
+    x = torch.arange(12, dtype=torch.float64).view(1, 1, 3, 4)
+    w = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+    offset = torch.zeros(1, 2, 3, 4, dtype=torch.float64)
+    offset[0, 1] = 0.5
+    out = deform_conv2d(x, offset, w, backend="pytorch")[0, 0]
+    expected = (x[0, 0] + torch.cat([x[0, 0, :, 1:], torch.zeros(3, 1, dtype=torch.float64)], 1)) / 2
+    torch.testing.assert_close(out, expected)
+    offset = torch.zeros(1, 2, 3, 4, dtype=torch.float64)
+    offset[0, 0] = -10.0
+    assert deform_conv2d(x, offset, w, backend="pytorch").abs().max() == 0
+
+
+def test_no_grad_forward_matches():
+    t, kwargs = _make(CASES["groups_nonsquare"], dtype=torch.float32)
+    with torch.no_grad():
+        out = _call(deform_conv2d, t, kwargs, backend="pytorch")
+    ref = _call(torchvision.ops.deform_conv2d, t, kwargs)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_weight_groups_plain_path_matches_torchvision():
+    t, kwargs = _make(CASES["groups_nonsquare"])
+    t["weight"] = t["weight"][:, :4].repeat(2, 1, 1, 1)[:6].contiguous()  # 6 x 4 x 3 x 3: groups = 2
+    t["bias"] = torch.arange(6, dtype=torch.float64)
+    ref_out, ref_grads = _value_and_grads(torchvision.ops.deform_conv2d, t, kwargs)
+    out, grads = _value_and_grads(deform_conv2d, t, kwargs, backend="pytorch")
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-9)
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=0, atol=1e-8, msg=f"grad of {name}")
+
+
+def test_trace_uses_plain_ops_and_matches():
+    t, kwargs = _make(CASES["basic"], dtype=torch.float32)
+    args = (t["input"], t["offset"], t["weight"], t["bias"], t["mask"])
+
+    def f(x, offset, weight, bias, mask):
+        return deform_conv2d(x, offset, weight, bias, mask=mask, **kwargs)
+
+    traced = torch.jit.trace(f, args)
+    graph = str(traced.graph)
+    assert "grid_sampler" in graph and "torchvision" not in graph and "_DeformConvFn" not in graph
+    torch.testing.assert_close(traced(*args), _call(torchvision.ops.deform_conv2d, t, kwargs), rtol=1e-4, atol=1e-4)
+
+
+def test_auto_picks_pytorch_on_cpu_and_context_forces(monkeypatch):
+    calls = []
+    real = torchvision.ops.deform_conv2d
+    monkeypatch.setattr(torchvision.ops, "deform_conv2d", lambda *a, **k: calls.append(1) or real(*a, **k))
+    t, kwargs = _make(CASES["basic"], dtype=torch.float32)
+    assert dc._resolve_backend("auto", torch.device("cpu")) == "pytorch"
+    _call(deform_conv2d, t, kwargs)
+    assert calls == []
+    with dcn_backend("torchvision"):
+        assert current_backend() == "torchvision"
+        _call(deform_conv2d, t, kwargs)
+        _call(deform_conv2d, t, kwargs, backend="pytorch")  # the context wins over the argument
+    assert calls == [1, 1]
+    assert current_backend() is None
+    with dcn_backend("pytorch"):
+        assert dc._resolve_backend("auto", torch.device("cuda")) == "pytorch"
+        _call(deform_conv2d, t, kwargs, backend="torchvision")
+    assert calls == [1, 1]
+    assert dc._resolve_backend("auto", torch.device("cuda")) == "torchvision"
+
+
+def test_available_backends_and_bad_names():
+    assert available_backends() == ["torchvision", "pytorch"]
+    with pytest.raises(ValueError, match="dcn_backend"):
+        with dcn_backend("cudnn"):
+            pass
+    t, kwargs = _make(CASES["basic"], dtype=torch.float32)
+    with pytest.raises(ValueError, match="backend"):
+        _call(deform_conv2d, t, kwargs, backend="fast")
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda t: t.update(offset=t["offset"][:, :-1]), "offset.shape\\[1\\]"),
+        (lambda t: t.update(offset=t["offset"][:, :, :-1]), "offset must have shape"),
+        (lambda t: t.update(mask=t["mask"][:, :-1]), "mask must have shape"),
+        (lambda t: t.update(bias=t["bias"][:-1]), "bias must have shape"),
+        (lambda t: t.update(input=t["input"][0]), "input must be"),
+        (lambda t: t.update(weight=t["weight"][:, :3]), "weight.shape\\[1\\]"),
+    ],
+)
+def test_bad_shapes_name_the_argument(change, match):
+    t, kwargs = _make(CASES["basic"], dtype=torch.float32)
+    change(t)
+    with pytest.raises(ValueError, match=match):
+        _call(deform_conv2d, t, kwargs)
+
+
+def test_bad_stride_type():
+    t, kwargs = _make(CASES["basic"], dtype=torch.float32)
+    with pytest.raises(ValueError, match="stride"):
+        _call(deform_conv2d, t, {**kwargs, "stride": (1, 1, 1)})
