@@ -27,7 +27,7 @@ bench: install
 	$(BIN)/python benchmarks/run.py
 
 sweep: install
-	$(BIN)/python train.py -m hydra/launcher=joblib experiment=lgfn_cpu,ablation_no_dmdcu,ablation_lfm,ablation_gfm model=lgfn_small data=builtin trainer=cpu
+	OMP_NUM_THREADS=1 $(BIN)/python train.py -m hydra/launcher=joblib experiment=full,ablation_no_dmdcu,ablation_lfm,ablation_gfm model=lgfn_small data=builtin trainer=cpu
 
 pretrain: install
 	$(BIN)/python train.py experiment=pretrain

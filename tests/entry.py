@@ -63,6 +63,8 @@ def compose_cfg(config_name: str, overrides: list[str], out_dir: Path):
 
 def run_script(script: str, overrides: list[str], cwd: Path = ROOT, env: dict | None = None,
                timeout: int = 600) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    # One thread per process: sweeps and DDP run several processes on 2 cores, and OpenMP spinning
+    # threads that outnumber the cores slow everything down many times.
+    full_env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / script), *overrides], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT", help="video file (.mp4/.mkv/.avi/.mov) or folder of frames")
     p.add_argument("output", metavar="OUTPUT", help="video file (H.264) or folder (PNG frames), by suffix")
     p.add_argument("--ckpt", default=None,
-                   help=f"weights file or Lightning .ckpt (default: {BUILTIN_CKPT.relative_to(REPO_ROOT)})")
+                   help="weights file or Lightning .ckpt (default: checkpoints/lgfn_small_builtin.pt in the repo)")
     p.add_argument("--tile", type=int, default=None, help="tile size in LR pixels (default: whole frame)")
     p.add_argument("--overlap", type=int, default=None,
                    help="tile margin in LR pixels (default: the model's receptive radius: tiled == untiled)")

@@ -58,6 +58,7 @@ class VSRDataModule(LightningDataModule):
         builtin_small: bool = False,
         seed: int = 0,
         train_repeat: int = 1,
+        cache_frames: bool | None = None,
     ):
         super().__init__()
         # Cheap argument checks at construction, so a bad config fails before any disk access.
@@ -94,6 +95,8 @@ class VSRDataModule(LightningDataModule):
             seed,
         )
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        # Small sets are kept in memory (8-bit) after the first read, so degradation runs once per frame.
+        self.cache_frames = name == "builtin" if cache_frames is None else bool(cache_frames)
         # Attributes the LightningModule reads.
         self.test_name: str = _TEST_NAMES[name]
         self.average: str = average or ("frame" if name == "spmcs" else "clip")
@@ -148,6 +151,7 @@ class VSRDataModule(LightningDataModule):
             degradation=self.degradation,
             scale=self.scale,
             skip_edge_frames=self.skip_edge_frames,
+            cache_frames=self.cache_frames,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -179,6 +183,7 @@ class VSRDataModule(LightningDataModule):
                 augment=self.augment,
                 temporal_reverse=self.temporal_reverse,
                 repeat=self.train_repeat,
+                cache_frames=self.cache_frames,
             )
 
     # ------------------------------------------------------------------ loaders

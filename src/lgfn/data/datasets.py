@@ -30,26 +30,37 @@ def _check_common(clips: list[Clip], num_frames: int, padding: str, degradation:
 
 
 def load_window(
-    clip: Clip, idxs: list[int], degradation: str, scale: int
+    clip: Clip, idxs: list[int], degradation: str, scale: int, cache: dict | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """LR window ``N x 3 x h x w`` for frame indices ``idxs`` and the HR centre ``3 x s*h x s*w``.
 
     Pre-made LR is read when the clip has it; otherwise HR frames are cropped to multiples of
-    ``scale``, degraded and rounded to 8 bits, as if the LR had been saved as PNG.
+    ``scale``, degraded and rounded to 8 bits, as if the LR had been saved as PNG. With ``cache``
+    (a dict owned by the dataset), each frame is read and degraded once and kept as 8-bit.
     """
     centre = idxs[len(idxs) // 2]
+    unique = list(dict.fromkeys(idxs))
+    if cache is not None and all((clip.name, j) in cache for j in unique):
+        lr_frames = {j: cache[clip.name, j][1].float().div_(255) for j in unique}
+        hr = cache[clip.name, centre][0].float().div_(255)
+        return torch.stack([lr_frames[j] for j in idxs]), hr
     if clip.lr is not None:
-        cache = {j: read_image(clip.lr[j]) for j in dict.fromkeys(idxs)}
-        lr = torch.stack([cache[j] for j in idxs])
-        h, w = lr.shape[-2:]
-        hr = read_image(clip.hr[centre])[:, : h * scale, : w * scale]
-        return lr, hr
-    hr_frames = {j: crop_to_multiple(read_image(clip.hr[j]), scale) for j in dict.fromkeys(idxs)}
-    keys = list(hr_frames)
-    lr_unique = quantize_8bit(degrade(torch.stack([hr_frames[j] for j in keys]), degradation, scale))
-    pos = {j: i for i, j in enumerate(keys)}
-    lr = lr_unique[[pos[j] for j in idxs]]
-    return lr.contiguous(), hr_frames[centre]
+        lr_frames = {j: read_image(clip.lr[j]) for j in unique}
+        h, w = lr_frames[centre].shape[-2:]
+        hr_frames = {j: read_image(clip.hr[j])[:, : h * scale, : w * scale] for j in (unique if cache is not None else [centre])}
+    else:
+        hr_frames = {j: crop_to_multiple(read_image(clip.hr[j]), scale) for j in unique}
+        lr_unique = quantize_8bit(degrade(torch.stack([hr_frames[j] for j in unique]), degradation, scale))
+        lr_frames = dict(zip(unique, lr_unique, strict=True))
+    if cache is not None:
+        for j in unique:
+            cache[clip.name, j] = (_to_u8(hr_frames[j]), _to_u8(lr_frames[j]))
+    return torch.stack([lr_frames[j] for j in idxs]).contiguous(), hr_frames[centre]
+
+
+def _to_u8(x: torch.Tensor) -> torch.Tensor:
+    # Frames are 8-bit on disk (or rounded to 8 bits when degraded), so this is lossless.
+    return x.mul(255).round_().to(torch.uint8)
 
 
 class VSRTestDataset(Dataset):
@@ -64,8 +75,10 @@ class VSRTestDataset(Dataset):
         degradation: str = "bi",
         scale: int = 4,
         skip_edge_frames: bool = False,
+        cache_frames: bool = False,
     ):
         self.padding = _check_common(clips, num_frames, padding, degradation, scale)
+        self.cache: dict | None = {} if cache_frames else None
         self.clips, self.num_frames, self.degradation, self.scale = clips, num_frames, degradation, scale
         self.items: list[tuple[int, int]] = []
         for ci, c in enumerate(clips):
@@ -88,7 +101,7 @@ class VSRTestDataset(Dataset):
         ci, t = self.items[index]
         clip = self.clips[ci]
         idxs = frame_indices(t, self.num_frames, len(clip), self.padding)
-        lr, hr = load_window(clip, idxs, self.degradation, self.scale)
+        lr, hr = load_window(clip, idxs, self.degradation, self.scale, self.cache)
         return {"lr": lr, "hr": hr, "clip": clip.name, "frame": t, "index": index}
 
 
@@ -107,8 +120,10 @@ class VSRTrainDataset(Dataset):
         augment: bool = True,
         temporal_reverse: bool = False,
         repeat: int = 1,
+        cache_frames: bool = False,
     ):
         self.padding = _check_common(clips, num_frames, padding, degradation, scale)
+        self.cache: dict | None = {} if cache_frames else None
         if not isinstance(patch_size, int) or patch_size < scale or patch_size % scale:
             raise ValueError(
                 f"data.patch_size must be a positive multiple of the scale {scale} (HR pixels), got {patch_size!r}"
@@ -142,7 +157,7 @@ class VSRTrainDataset(Dataset):
         ci, t = self.items[index % len(self.items)]
         clip = self.clips[ci]
         idxs = frame_indices(t, self.num_frames, len(clip), self.padding)
-        lr, hr = load_window(clip, idxs, self.degradation, self.scale)
+        lr, hr = load_window(clip, idxs, self.degradation, self.scale, self.cache)
         s, lp = self.scale, self.patch_size // self.scale
         h, w = lr.shape[-2:]
         if h < lp or w < lp:

@@ -1,6 +1,7 @@
 """LGFN networks (pure nn.Modules, no framework code)."""
 
 from .alignment import AlignmentStage, DCNv2Pack, DeformableAlignment
+from .bicubic import Bicubic
 from .blocks import ResidualBlockNoBN, make_layer
 from .dmdcu import DMDCU
 from .feature_extraction import FeatureExtraction
@@ -10,6 +11,7 @@ from .local_fusion import LocalFusion, LocalFusionBlock
 from .reconstruction import RCAB, ChannelAttention, Reconstruction, ResidualGroup, Upsample
 
 __all__ = [
+    "Bicubic",
     "LGFN",
     "LGFN_SMALL",
     "DMDCU",

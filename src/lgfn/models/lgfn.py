@@ -65,6 +65,8 @@ class LGFN(nn.Module):
         use_gfm: bool = True,
     ) -> None:
         super().__init__()
+        # Constructor arguments, saved with every checkpoint so the network can be rebuilt from the file alone.
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if num_frames < 1 or num_frames % 2 == 0:
             raise ValueError(f"model.net.num_frames must be a positive odd number, got {num_frames}")
         if not use_lfm and not use_gfm:

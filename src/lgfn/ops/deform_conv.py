@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -111,7 +112,11 @@ def deform_conv2d(
     offset group, mask is B x G*kh*kw x Ho x Wo, G = offset.shape[1] // (2*kh*kw).
     """
     stride_, padding_, dilation_ = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
-    geometry = _check_shapes(input, offset, weight, bias, stride_, padding_, dilation_, mask)
+    with warnings.catch_warnings():
+        # Under torch.jit.trace (legacy ONNX export) these shape checks are constants of the trace, as intended.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        offset_groups, weight_groups = _check_shapes(input, offset, weight, bias, stride_, padding_, dilation_, mask)
+        fast = _use_fast_path(input, offset, weight, bias, mask, weight_groups)
     chosen = _resolve_backend(backend, input.device)
     if chosen == "torchvision":
         import torchvision.ops
@@ -119,8 +124,7 @@ def deform_conv2d(
         return torchvision.ops.deform_conv2d(
             input, offset, weight, bias, stride=stride_, padding=padding_, dilation=dilation_, mask=mask
         )
-    offset_groups, weight_groups = geometry
-    if _use_fast_path(input, offset, weight, bias, mask, weight_groups):
+    if fast:
         return _DeformConvFn.apply(input, offset, mask, weight, bias, stride_, padding_, dilation_, offset_groups)
     return _deform_conv2d_plain(
         input, offset, weight, bias, stride_, padding_, dilation_, mask, offset_groups, weight_groups
@@ -188,33 +192,38 @@ def _check_shapes(
     return offset_groups, weight_groups
 
 
-def _sampling_grid(
-    offset: Tensor,
+def _grid_base(
+    out_hw: tuple[int, int],
     in_hw: tuple[int, int],
     kernel: tuple[int, int],
     stride: tuple[int, int],
     padding: tuple[int, int],
     dilation: tuple[int, int],
-    offset_groups: int,
-) -> Tensor:
-    """Normalised `grid_sample` grid (B*G) x (K*Ho) x Wo x 2 for every tap of every offset group."""
-    batch, _, out_h, out_w = offset.shape
-    kh, kw = kernel
-    taps = kh * kw
-    height, width = in_hw
-    dtype, device = offset.dtype, offset.device
-    tap = torch.arange(taps, device=device)
+    like: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Normalised (x, y) of every tap with zero offset, K x Ho x Wo x 2, and the offset scale (2/W, 2/H)."""
+    (out_h, out_w), (height, width), (kh, kw) = out_hw, in_hw, kernel
+    dtype, device = like.dtype, like.device
+    tap = torch.arange(kh * kw, device=device)
     tap_y = torch.div(tap, kw, rounding_mode="floor").to(dtype) * dilation[0]
     tap_x = (tap % kw).to(dtype) * dilation[1]
     rows = torch.arange(out_h, device=device, dtype=dtype) * stride[0] - padding[0]
     cols = torch.arange(out_w, device=device, dtype=dtype) * stride[1] - padding[1]
     # align_corners=False maps pixel i to (2i+1)/size - 1: no division by (size-1), so H or W == 1 is fine.
-    base_y = ((rows.view(1, out_h, 1) + tap_y.view(taps, 1, 1)) * 2 + 1) / height - 1
-    base_x = ((cols.view(1, 1, out_w) + tap_x.view(taps, 1, 1)) * 2 + 1) / width - 1
-    off = offset.view(batch, offset_groups, taps, 2, out_h, out_w)
-    grid_y = off[:, :, :, 0] * (2.0 / height) + base_y
-    grid_x = off[:, :, :, 1] * (2.0 / width) + base_x
-    return torch.stack((grid_x, grid_y), dim=-1).view(batch * offset_groups, taps * out_h, out_w, 2)
+    base_y = ((rows.view(1, out_h, 1) + tap_y.view(-1, 1, 1)) * 2 + 1) / height - 1
+    base_x = ((cols.view(1, 1, out_w) + tap_x.view(-1, 1, 1)) * 2 + 1) / width - 1
+    base = torch.stack(torch.broadcast_tensors(base_x, base_y), dim=-1)
+    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=dtype, device=device)
+    return base, scale
+
+
+def _sampling_grid(offset: Tensor, base: Tensor, scale: Tensor, offset_groups: int) -> Tensor:
+    """`grid_sample` grid (B*G) x (K*Ho) x Wo x 2 from offsets B x 2*G*K x Ho x Wo ((dy, dx) pairs)."""
+    batch, _, out_h, out_w = offset.shape
+    taps = base.shape[0]
+    # (dy, dx) -> (dx, dy) as grid_sample wants (x, y); then one fused op builds the grid.
+    off = offset.view(batch, offset_groups, taps, 2, out_h, out_w).flip(3).permute(0, 1, 2, 4, 5, 3)
+    return torch.addcmul(base, off, scale).view(batch * offset_groups, taps * out_h, out_w, 2)
 
 
 def _deform_conv2d_plain(
@@ -234,7 +243,8 @@ def _deform_conv2d_plain(
     out_ch, _, kh, kw = weight.shape
     _, _, out_h, out_w = offset.shape
     taps, pixels = kh * kw, out_h * out_w
-    grid = _sampling_grid(offset, (height, width), (kh, kw), stride, padding, dilation, offset_groups)
+    base, scale = _grid_base((out_h, out_w), (height, width), (kh, kw), stride, padding, dilation, input)
+    grid = _sampling_grid(offset, base, scale, offset_groups)
     images = input.reshape(batch * offset_groups, in_ch // offset_groups, height, width)
     cols = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # cols: (b, g, c, k, p), i.e. channel-major then tap, the order of weight.view(Cout, Cin*kh*kw).
@@ -277,24 +287,28 @@ class _DeformConvFn(torch.autograd.Function):
         taps, pixels = kh * kw, out_h * out_w
         group_ch = in_ch // offset_groups
         images = input.contiguous().view(batch, offset_groups, group_ch, height, width)
-        grid = _sampling_grid(offset, (height, width), (kh, kw), stride, padding, dilation, offset_groups)
-        grid = grid.view(batch, offset_groups, taps * out_h, out_w, 2)
+        geometry = ((out_h, out_w), (height, width), (kh, kw), stride, padding, dilation)
+        base, scale = _grid_base(*geometry, input)
         masks = None if mask is None else mask.reshape(batch, offset_groups, 1, taps, pixels)
         w2 = weight.reshape(out_ch, in_ch * taps)
         out = input.new_empty(batch, out_ch, pixels)
         for b in range(batch):
-            cols = _sample_frame(images[b], grid[b], masks, b, taps, pixels)
-            torch.mm(w2, cols.view(in_ch * taps, pixels), out=out[b])
+            grid = _sampling_grid(offset[b : b + 1], base, scale, offset_groups)
+            cols = _sample_frame(images[b], grid, masks, b, taps, pixels)
+            # cols^T @ w2^T runs faster than w2 @ cols here (MKL, long M), then one small transpose.
+            out[b] = torch.mm(cols.view(in_ch * taps, pixels).t(), w2.t()).t()
         if bias is not None:
             out.add_(bias.view(1, out_ch, 1))
-        ctx.save_for_backward(images, grid, mask, weight)
+        ctx.save_for_backward(images, offset, mask, weight)
+        ctx.geometry = geometry
         ctx.meta = (offset_groups, (height, width), (kh, kw), (out_h, out_w), bias is not None)
         return out.view(batch, out_ch, out_h, out_w)
 
     @staticmethod
     def backward(ctx, grad_out):
-        images, grid, mask, weight = ctx.saved_tensors
+        images, offset, mask, weight = ctx.saved_tensors
         offset_groups, (height, width), (kh, kw), (out_h, out_w), has_bias = ctx.meta
+        base, scale = _grid_base(*ctx.geometry, images)
         need_input, need_offset, need_mask, need_weight, need_bias = ctx.needs_input_grad[:5]
         batch, _, group_ch = images.shape[:3]
         out_ch = weight.shape[0]
@@ -313,12 +327,16 @@ class _DeformConvFn(torch.autograd.Function):
         grad_offset = grad_out.new_empty(batch, offset_groups, taps, 2, out_h, out_w) if need_offset else None
         for b in range(batch):
             grad_cols = None
+            grid = _sampling_grid(offset[b : b + 1], base, scale, offset_groups)
             if need_sampling or need_mask:
                 grad_cols = torch.mm(w2t, grad_out[b]).view(offset_groups, group_ch, taps, pixels)
             if need_mask or need_weight:
-                sampled = _sample_frame(images[b], grid[b], None, b, taps, pixels)
+                sampled = _sample_frame(images[b], grid, None, b, taps, pixels)
                 if need_mask:
-                    torch.sum(grad_cols * sampled, dim=1, out=grad_mask[b])
+                    # Sum over the group's channels with in-place FMAs: no column-sized temporary.
+                    torch.mul(grad_cols[:, 0], sampled[:, 0], out=grad_mask[b])
+                    for c in range(1, group_ch):
+                        grad_mask[b].addcmul_(grad_cols[:, c], sampled[:, c])
                 if need_weight:
                     if masks is not None:
                         sampled.mul_(masks[b])
@@ -329,7 +347,7 @@ class _DeformConvFn(torch.autograd.Function):
                 grad_images, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
                     grad_cols.view(offset_groups, group_ch, taps * out_h, out_w),
                     images[b],
-                    grid[b],
+                    grid,
                     0,
                     0,
                     False,
