@@ -56,7 +56,9 @@ def _ours(t: dict[str, torch.Tensor]) -> torch.Tensor:
 def _torchvision(t: dict[str, torch.Tensor]) -> torch.Tensor:
     import torchvision.ops
 
-    return torchvision.ops.deform_conv2d(t["input"], t["offset"], t["weight"], t["bias"], padding=1, mask=t["mask"])
+    return torchvision.ops.deform_conv2d(
+        t["input"], t["offset"], t["weight"], t["bias"], padding=1, mask=t["mask"]
+    )
 
 
 def _conv(t: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -58,6 +58,8 @@ def compose_cfg(config_name: str, overrides: list[str], out_dir: Path):
         cfg.hydra.runtime.output_dir = str(out_dir)
         cfg.hydra.runtime.cwd = str(ROOT)
     HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in @hydra.main: the job's config holds no hydra node
     return cfg
 
 

@@ -89,10 +89,14 @@ def test_backends_match_torchvision_float32(backend):
 def test_only_some_inputs_need_grad():
     t, kwargs = _make(CASES["basic"])
     offset = t["offset"].clone().requires_grad_()
-    out = deform_conv2d(t["input"], offset, t["weight"], t["bias"], mask=t["mask"], **kwargs, backend="pytorch")
+    out = deform_conv2d(
+        t["input"], offset, t["weight"], t["bias"], mask=t["mask"], **kwargs, backend="pytorch"
+    )
     (grad,) = torch.autograd.grad(out.sum(), offset)
     ref_offset = t["offset"].clone().requires_grad_()
-    ref = torchvision.ops.deform_conv2d(t["input"], ref_offset, t["weight"], t["bias"], mask=t["mask"], **kwargs)
+    ref = torchvision.ops.deform_conv2d(
+        t["input"], ref_offset, t["weight"], t["bias"], mask=t["mask"], **kwargs
+    )
     (ref_grad,) = torch.autograd.grad(ref.sum(), ref_offset)
     torch.testing.assert_close(grad, ref_grad, rtol=0, atol=1e-8)
 
@@ -104,7 +108,9 @@ def test_zero_offsets_full_mask_equal_plain_conv():
     w = torch.randn(3, 4, 3, 3, generator=gen, dtype=torch.float64)
     offset = torch.zeros(2, 2 * 2 * 9, 2, 3, dtype=torch.float64)
     mask = torch.ones(2, 2 * 9, 2, 3, dtype=torch.float64)
-    out = deform_conv2d(x, offset, w, None, stride=2, padding=1, dilation=(2, 1), mask=mask, backend="pytorch")
+    out = deform_conv2d(
+        x, offset, w, None, stride=2, padding=1, dilation=(2, 1), mask=mask, backend="pytorch"
+    )
     ref = torch.nn.functional.conv2d(x, w, None, stride=2, padding=1, dilation=(2, 1))
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
 
@@ -152,7 +158,9 @@ def test_trace_uses_plain_ops_and_matches():
     traced = torch.jit.trace(f, args)
     graph = str(traced.graph)
     assert "grid_sampler" in graph and "torchvision" not in graph and "_DeformConvFn" not in graph
-    torch.testing.assert_close(traced(*args), _call(torchvision.ops.deform_conv2d, t, kwargs), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        traced(*args), _call(torchvision.ops.deform_conv2d, t, kwargs), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_auto_picks_pytorch_on_cpu_and_context_forces(monkeypatch):
@@ -208,3 +216,12 @@ def test_bad_stride_type():
     t, kwargs = _make(CASES["basic"], dtype=torch.float32)
     with pytest.raises(ValueError, match="stride"):
         _call(deform_conv2d, t, {**kwargs, "stride": (1, 1, 1)})
+
+
+def test_non_contiguous_inputs():
+    t, kwargs = _make(CASES["groups_nonsquare"])
+    ref = _call(torchvision.ops.deform_conv2d, t, kwargs)
+    strided = {k: v.transpose(2, 3).contiguous().transpose(2, 3) if k != "bias" else v for k, v in t.items()}
+    assert not strided["offset"].is_contiguous() and not strided["input"].is_contiguous()
+    out = _call(deform_conv2d, strided, kwargs, backend="pytorch")
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-9)

@@ -100,7 +100,7 @@ def read_sidecar(path: str | os.PathLike) -> dict:
 
 @contextlib.contextmanager
 def _exportable(net: nn.Module) -> Iterator[None]:
-    """Eval mode, portable DCN backend, and the net's plain attributes restored afterwards.
+    """Eval mode, portable DCN backend, out-of-place activations; the net's attributes restored afterwards.
 
     DCNv2Pack stores `last_offset_abs_mean` (a tensor) during forward; under tracing that would leave a
     fake tensor on the module, so every public attribute is put back as it was.
@@ -110,6 +110,11 @@ def _exportable(net: nn.Module) -> Iterator[None]:
     was_training = net.training
     saved = [(m, {k: v for k, v in vars(m).items() if not k.startswith("_")}) for m in net.modules()]
     net.eval()
+    for module in net.modules():
+        # In-place activations are decomposed through slow symbolic-shape refs (about half of the
+        # export time of LGFN); the out-of-place ops map straight to ONNX LeakyRelu/Relu.
+        if isinstance(getattr(module, "inplace", None), bool):
+            module.inplace = False
     try:
         with dcn_backend("pytorch"), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
@@ -306,14 +311,14 @@ class OnnxUpscaler:
         lr = np.ascontiguousarray(lr, dtype=np.float32)
         if lr.ndim != 5 or lr.shape[2] != 3:
             raise ValueError(f"{self.path}: input must be B x N x 3 x h x w, got shape {lr.shape}")
+        if self.num_frames is not None and lr.shape[1] != self.num_frames:
+            raise ValueError(f"{self.path}: model takes {self.num_frames} frames, got {lr.shape[1]}")
         for axis, (want, got) in enumerate(zip(self.input_shape, lr.shape, strict=True)):
             if isinstance(want, int) and want != got:
                 raise ValueError(
                     f"{self.path}: exported for input shape {self.input_shape}, got {lr.shape} "
                     f"(axis {axis}; export with --dynamic for other sizes)"
                 )
-        if self.num_frames is not None and lr.shape[1] != self.num_frames:
-            raise ValueError(f"{self.path}: model takes {self.num_frames} frames, got {lr.shape[1]}")
         return self.session.run([self.output_name], {self.input_name: lr})[0]
 
 

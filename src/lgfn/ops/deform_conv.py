@@ -84,13 +84,17 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
     if forced is not None:
         return forced
     if backend not in ("auto", *_BACKENDS):
-        raise ValueError(f"deform_conv2d: backend must be 'auto', 'torchvision' or 'pytorch', got {backend!r}")
+        raise ValueError(
+            f"deform_conv2d: backend must be 'auto', 'torchvision' or 'pytorch', got {backend!r}"
+        )
     if backend == "auto":
         if device.type == "cuda" and not _exporting() and _torchvision_available():
             return "torchvision"
         return "pytorch"
     if backend == "torchvision" and not _torchvision_available():
-        raise ValueError("deform_conv2d: backend 'torchvision' requested but torchvision.ops is not available")
+        raise ValueError(
+            "deform_conv2d: backend 'torchvision' requested but torchvision.ops is not available"
+        )
     return backend
 
 
@@ -111,11 +115,17 @@ def deform_conv2d(
     Same meaning and layout as `torchvision.ops.deform_conv2d`: offsets are (dy, dx) pairs per tap per
     offset group, mask is B x G*kh*kw x Ho x Wo, G = offset.shape[1] // (2*kh*kw).
     """
-    stride_, padding_, dilation_ = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    stride_, padding_, dilation_ = (
+        _pair(stride, "stride"),
+        _pair(padding, "padding"),
+        _pair(dilation, "dilation"),
+    )
     with warnings.catch_warnings():
         # Under torch.jit.trace (legacy ONNX export) these shape checks are constants of the trace, as intended.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        offset_groups, weight_groups = _check_shapes(input, offset, weight, bias, stride_, padding_, dilation_, mask)
+        offset_groups, weight_groups = _check_shapes(
+            input, offset, weight, bias, stride_, padding_, dilation_, mask
+        )
         fast = _use_fast_path(input, offset, weight, bias, mask, weight_groups)
     chosen = _resolve_backend(backend, input.device)
     if chosen == "torchvision":
@@ -125,7 +135,9 @@ def deform_conv2d(
             input, offset, weight, bias, stride=stride_, padding=padding_, dilation=dilation_, mask=mask
         )
     if fast:
-        return _DeformConvFn.apply(input, offset, mask, weight, bias, stride_, padding_, dilation_, offset_groups)
+        return _DeformConvFn.apply(
+            input, offset, mask, weight, bias, stride_, padding_, dilation_, offset_groups
+        )
     return _deform_conv2d_plain(
         input, offset, weight, bias, stride_, padding_, dilation_, mask, offset_groups, weight_groups
     )
@@ -145,7 +157,9 @@ def _check_shapes(
     if input.dim() != 4:
         raise ValueError(f"deform_conv2d: input must be B x Cin x H x W, got shape {tuple(input.shape)}")
     if weight.dim() != 4:
-        raise ValueError(f"deform_conv2d: weight must be Cout x Cin/groups x kh x kw, got {tuple(weight.shape)}")
+        raise ValueError(
+            f"deform_conv2d: weight must be Cout x Cin/groups x kh x kw, got {tuple(weight.shape)}"
+        )
     if offset.dim() != 4:
         raise ValueError(f"deform_conv2d: offset must be B x 2*G*kh*kw x Ho x Wo, got {tuple(offset.shape)}")
     if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
@@ -161,7 +175,9 @@ def _check_shapes(
         )
     weight_groups = in_ch // w_in_ch
     if out_ch % weight_groups != 0:
-        raise ValueError(f"deform_conv2d: weight.shape[0]={out_ch} must be divisible by groups={weight_groups}")
+        raise ValueError(
+            f"deform_conv2d: weight.shape[0]={out_ch} must be divisible by groups={weight_groups}"
+        )
     if offset.shape[1] == 0 or offset.shape[1] % (2 * taps) != 0:
         raise ValueError(
             f"deform_conv2d: offset.shape[1]={offset.shape[1]} must be a positive multiple of "
@@ -213,7 +229,8 @@ def _grid_base(
     base_y = ((rows.view(1, out_h, 1) + tap_y.view(-1, 1, 1)) * 2 + 1) / height - 1
     base_x = ((cols.view(1, 1, out_w) + tap_x.view(-1, 1, 1)) * 2 + 1) / width - 1
     base = torch.stack(torch.broadcast_tensors(base_x, base_y), dim=-1)
-    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=dtype, device=device)
+    one = base.new_ones(())  # not torch.tensor([...]): sizes stay symbolic under tracing
+    scale = torch.stack((one * 2.0 / width, one * 2.0 / height))
     return base, scale
 
 
@@ -222,8 +239,8 @@ def _sampling_grid(offset: Tensor, base: Tensor, scale: Tensor, offset_groups: i
     batch, _, out_h, out_w = offset.shape
     taps = base.shape[0]
     # (dy, dx) -> (dx, dy) as grid_sample wants (x, y); then one fused op builds the grid.
-    off = offset.view(batch, offset_groups, taps, 2, out_h, out_w).flip(3).permute(0, 1, 2, 4, 5, 3)
-    return torch.addcmul(base, off, scale).view(batch * offset_groups, taps * out_h, out_w, 2)
+    off = offset.reshape(batch, offset_groups, taps, 2, out_h, out_w).flip(3).permute(0, 1, 2, 4, 5, 3)
+    return torch.addcmul(base, off, scale).reshape(batch * offset_groups, taps * out_h, out_w, 2)
 
 
 def _deform_conv2d_plain(
@@ -260,7 +277,12 @@ def _deform_conv2d_plain(
 
 
 def _use_fast_path(
-    input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | None, weight_groups: int
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    mask: Tensor | None,
+    weight_groups: int,
 ) -> bool:
     if weight_groups != 1 or _exporting() or input.device.type != "cpu":
         return False
@@ -276,7 +298,7 @@ class _DeformConvFn(torch.autograd.Function):
     Working frame by frame keeps every temporary at one frame's columns (Cin*kh*kw x Ho*Wo): those blocks
     are reused by the allocator instead of faulting in fresh pages for a whole-batch buffer, and they stay
     warmer in cache. Nothing column-sized is saved for backward: the sampled columns are recomputed there
-    (one grid_sample per frame), which costs less than keeping and re-reading them.
+    (one grid_sample per frame) rather than keeping B x Cin*kh*kw x Ho*Wo values alive between the passes.
     """
 
     @staticmethod
@@ -295,7 +317,7 @@ class _DeformConvFn(torch.autograd.Function):
         for b in range(batch):
             grid = _sampling_grid(offset[b : b + 1], base, scale, offset_groups)
             cols = _sample_frame(images[b], grid, masks, b, taps, pixels)
-            # cols^T @ w2^T runs faster than w2 @ cols here (MKL, long M), then one small transpose.
+            # cols^T @ w2^T measured faster than w2 @ cols (MKL, long M); the transpose back is small.
             out[b] = torch.mm(cols.view(in_ch * taps, pixels).t(), w2.t()).t()
         if bias is not None:
             out.add_(bias.view(1, out_ch, 1))
@@ -373,7 +395,9 @@ class _DeformConvFn(torch.autograd.Function):
         )
 
 
-def _sample_frame(images: Tensor, grid: Tensor, masks: Tensor | None, b: int, taps: int, pixels: int) -> Tensor:
+def _sample_frame(
+    images: Tensor, grid: Tensor, masks: Tensor | None, b: int, taps: int, pixels: int
+) -> Tensor:
     """One frame's columns G x Cg x K x P (masked when `masks` is given): one grid_sample for all groups."""
     sampled = torch.grid_sampler_2d(images, grid, 0, 0, False)  # bilinear, zeros, align_corners=False
     sampled = sampled.view(images.shape[0], images.shape[1], taps, pixels)
