@@ -41,7 +41,7 @@ def tiny(data_dir: Path, *extra: str, steps: int = 2, trainer: str = "cpu") -> l
         f"trainer.val_check_interval={steps}",
         "trainer.check_val_every_n_epoch=null",
         "trainer.log_every_n_steps=1",
-        "+trainer.enable_progress_bar=false",
+        "trainer.enable_progress_bar=false",
         "~callbacks.progress_bar",
         *TINY_NET,
         *TINY_DATA,

@@ -10,6 +10,7 @@ import os
 import sys
 import traceback
 import types
+import warnings
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +44,8 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+# conf/hydra/launcher/*.yaml spell out the plugins' settings under the plugins' own names, on purpose.
+warnings.filterwarnings("ignore", message=r".*is validated against ConfigStore schema with the same name.*")
 
 
 # ---------------------------------------------------------------------------- validation
