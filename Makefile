@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SWEEP_STEPS ?= 400
 
 .PHONY: install train test test-fast bench sweep pretrain lint format clean
 
@@ -27,7 +28,9 @@ bench: install
 	$(BIN)/python benchmarks/run.py
 
 sweep: install
-	OMP_NUM_THREADS=1 $(BIN)/python train.py -m hydra/launcher=joblib experiment=full,ablation_no_dmdcu,ablation_lfm,ablation_gfm model=lgfn_small data=builtin trainer=cpu
+	OMP_NUM_THREADS=1 $(BIN)/python train.py -m hydra/launcher=joblib experiment=full,ablation_no_dmdcu,ablation_lfm,ablation_gfm \
+		model=lgfn_small data=builtin trainer=cpu data.num_workers=0 \
+		trainer.max_epochs=-1 trainer.max_steps=$(SWEEP_STEPS) trainer.val_check_interval=$(SWEEP_STEPS) trainer.check_val_every_n_epoch=null
 
 pretrain: install
 	$(BIN)/python train.py experiment=pretrain

@@ -73,7 +73,7 @@ def test_cli_onnx_dynamic_matches_eager_and_writes_sidecar(small_ckpt, tmp_path,
     assert (side["input"], side["output"]) == ("lr", "sr")
     assert side["layout"] == "B x N x 3 x h x w RGB in [0,1]"
     assert side["dynamic"] is True and side["opset"] >= 16
-    assert side["net_config"] == SMALL_TINY
+    assert {k: side["net_config"][k] for k in SMALL_TINY} == SMALL_TINY
 
     import onnx
 

@@ -117,7 +117,7 @@ def _exportable(net: nn.Module) -> Iterator[None]:
             module.inplace = False
     try:
         with dcn_backend("pytorch"), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
+            warnings.filterwarnings("ignore", message=r"The tensor attributes? .* assigned during export")
             yield
     finally:
         for module, attrs in saved:
@@ -128,7 +128,7 @@ def _exportable(net: nn.Module) -> Iterator[None]:
         net.train(was_training)
 
 
-def _check_sizes(net: nn.Module, num_frames: int | None, height: int, width: int, dynamic: bool) -> int:
+def _check_sizes(net: nn.Module, num_frames: int | None, height: int, width: int) -> int:
     """Validate the export geometry; return the frame count to trace with."""
     built = getattr(net, "num_frames", None)
     frames = built if num_frames is None else num_frames
@@ -209,7 +209,7 @@ def export_onnx(
     opset = DEFAULT_OPSET if opset is None else opset
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
         raise ValueError(f"opset must be an int >= {MIN_OPSET} (GridSample), got {opset!r}")
-    frames = _check_sizes(net, num_frames, height, width, dynamic)
+    frames = _check_sizes(net, num_frames, height, width)
     out = Path(out)
     example, dynamic_shapes = _example_and_dims(frames, height, width, dynamic)
     with _exportable(net), warnings.catch_warnings():
@@ -253,7 +253,7 @@ def export_torch(
     """
     import torch
 
-    frames = _check_sizes(net, num_frames, height, width, dynamic)
+    frames = _check_sizes(net, num_frames, height, width)
     out = Path(out)
     example, dynamic_shapes = _example_and_dims(frames, height, width, dynamic)
     with _exportable(net):

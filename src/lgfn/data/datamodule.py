@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from pathlib import Path
 
 import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from lgfn.data.datasets import VSRTestDataset, VSRTrainDataset
+from lgfn.data.datasets import ResumableSampler, VSRTestDataset, VSRTrainDataset, mix_seed
 from lgfn.data.layouts import (
     ClipSet,
     discover_folder,
@@ -22,6 +24,9 @@ from lgfn.degradation import DEGRADATIONS
 from lgfn.metrics import AVERAGE_MODES
 
 log = logging.getLogger(__name__)
+# The train loader resumes through VSRDataModule.state_dict (the sampler's position), which Lightning's
+# "dataloader is not resumable" check cannot see.
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 DATASETS = ("builtin", "vimeo90k", "vid4", "spmcs", "folder")
 _TEST_NAMES = {
@@ -105,6 +110,8 @@ class VSRDataModule(LightningDataModule):
         self.data_val: VSRTestDataset | None = None
         self.data_test: VSRTestDataset | None = None
         self._roots: dict[str, Path] | None = None
+        self._train_sampler: ResumableSampler | None = None
+        self._sampler_state: dict | None = None  # from a checkpoint, applied by train_dataloader()
 
     # ------------------------------------------------------------------ discovery
 
@@ -188,11 +195,11 @@ class VSRDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
 
-    def _loader(self, dataset, *, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset, *, batch_size: int, sampler=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -203,14 +210,42 @@ class VSRDataModule(LightningDataModule):
             raise self._no_train_split()
         if self.data_train is None:
             self.setup("fit")
-        return self._loader(self.data_train, batch_size=self.batch_size, shuffle=True)
+        self._train_sampler = ResumableSampler(self.data_train, seed=self.sampler_seed)
+        if self._sampler_state is not None:
+            self._train_sampler.load_state_dict(self._sampler_state)
+            self._sampler_state = None
+        return self._loader(self.data_train, batch_size=self.batch_size, sampler=self._train_sampler)
 
     def val_dataloader(self) -> DataLoader:
         if self.data_val is None:
             self.setup("validate")
-        return self._loader(self.data_val, batch_size=1, shuffle=False)
+        return self._loader(self.data_val, batch_size=1)
 
     def test_dataloader(self) -> DataLoader:
         if self.data_test is None:
             self.setup("test")
-        return self._loader(self.data_test, batch_size=1, shuffle=False)
+        return self._loader(self.data_test, batch_size=1)
+
+    # ------------------------------------------------------------------ resumption
+
+    @property
+    def sampler_seed(self) -> int:
+        """Training order and augmentation follow the run's seed (``seed=``, via seed_everything) and data.seed."""
+        return mix_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)) & (2**63 - 1), self.seed)
+
+    def state_dict(self) -> dict:
+        """The train sampler's position at a checkpoint: (epoch, samples this rank already used in it).
+
+        Read from the trainer's loop counters, not from the sampler: loaders prefetch ahead of training.
+        """
+        trainer = self._trainer
+        if trainer is None or self._train_sampler is None or not trainer.training:
+            return {}
+        fit = trainer.fit_loop
+        epoch, done = trainer.current_epoch, fit.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:  # saved at the end of an epoch: the next one starts afresh
+            epoch, done = epoch + 1, 0
+        return {"train_sampler": {"epoch": epoch, "start": done * self.batch_size}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._sampler_state = state_dict.get("train_sampler")

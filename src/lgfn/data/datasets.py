@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
 from lgfn.data.io import read_image
 from lgfn.data.layouts import Clip
@@ -153,7 +156,13 @@ class VSRTrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items) * self.repeat
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``key``: an index (crops/flips from the global torch RNG) or ``(index, sample_seed)`` from
+        ``ResumableSampler`` (from a generator seeded with ``sample_seed``: reproducible in any process)."""
+        index, gen = key, None
+        if isinstance(key, (tuple, list)):
+            index, sample_seed = key
+            gen = torch.Generator().manual_seed(int(sample_seed))
         ci, t = self.items[index % len(self.items)]
         clip = self.clips[ci]
         idxs = frame_indices(t, self.num_frames, len(clip), self.padding)
@@ -164,17 +173,69 @@ class VSRTrainDataset(Dataset):
             raise ValueError(
                 f"data.patch_size={self.patch_size} is larger than clip {clip.name!r} (LR {h}x{w})"
             )
-        top = int(torch.randint(0, h - lp + 1, ()))
-        left = int(torch.randint(0, w - lp + 1, ()))
+        top = int(torch.randint(0, h - lp + 1, (), generator=gen))
+        left = int(torch.randint(0, w - lp + 1, (), generator=gen))
         lr = lr[..., top : top + lp, left : left + lp]
         hr = hr[..., top * s : (top + lp) * s, left * s : (left + lp) * s]
         if self.augment:
-            if torch.rand(()) < 0.5:
+            if torch.rand((), generator=gen) < 0.5:
                 lr, hr = lr.flip(-1), hr.flip(-1)
-            if torch.rand(()) < 0.5:
+            if torch.rand((), generator=gen) < 0.5:
                 lr, hr = lr.flip(-2), hr.flip(-2)
-            if torch.rand(()) < 0.5:
+            if torch.rand((), generator=gen) < 0.5:
                 lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
-        if self.temporal_reverse and torch.rand(()) < 0.5:
+        if self.temporal_reverse and torch.rand((), generator=gen) < 0.5:
             lr = lr.flip(0)
         return {"lr": lr.contiguous(), "hr": hr.contiguous(), "clip": clip.name, "frame": t}
+
+
+def mix_seed(*values: int) -> int:
+    """A well-spread 63-bit seed from non-negative integers (numpy's SeedSequence hashing)."""
+    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class ResumableSampler(DistributedSampler):
+    """Shuffled training order that depends only on (seed, epoch) and can start part-way into an epoch.
+
+    Yields ``(index, sample_seed)`` with ``sample_seed = mix_seed(seed, epoch, index)``, so a sample's crop and
+    flips do not depend on the process, the worker or what ran before: a run resumed from a checkpoint sees
+    exactly the batches an uninterrupted run would. Under DDP each rank takes every ``num_replicas``-th index
+    of the padded permutation (as ``DistributedSampler``; being one, Lightning does not replace it).
+    ``len()`` stays the whole epoch's share even when resuming (Lightning counts the skipped batches as done).
+    """
+
+    def __init__(self, dataset, seed: int = 0, num_replicas: int | None = None, rank: int | None = None,
+                 epoch: int = 0, start: int = 0) -> None:
+        if num_replicas is None or rank is None:
+            dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+            num_replicas = torch.distributed.get_world_size() if dist else 1
+            rank = torch.distributed.get_rank() if dist else 0
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        if start < 0:
+            raise ValueError(f"ResumableSampler: start must be >= 0, got {start}")
+        self.epoch, self.start = int(epoch), int(start)
+
+    def set_epoch(self, epoch: int) -> None:
+        # Lightning calls this after the resumed iterator was made; the skip holds until the epoch changes.
+        if epoch != self.epoch:
+            self.start = 0
+        self.epoch = int(epoch)
+
+    def order(self, epoch: int) -> list[int]:
+        """This rank's indices for ``epoch`` (padded like DistributedSampler so all ranks get equal shares)."""
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        perm = torch.randperm(len(self.dataset), generator=g).tolist()
+        while len(perm) < self.total_size:
+            perm += perm[: self.total_size - len(perm)]
+        return perm[self.rank : self.total_size : self.num_replicas]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, start = self.epoch, self.start
+        for index in self.order(epoch)[start:]:
+            yield index, mix_seed(self.seed, epoch, index)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "start": self.start}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.start = int(state["epoch"]), int(state["start"])
