@@ -59,6 +59,7 @@ def small_ckpt(tmp_path_factory) -> tuple:
     return net, path
 
 
+@pytest.mark.slow
 def test_cli_onnx_dynamic_matches_eager_and_writes_sidecar(small_ckpt, tmp_path, capsys):
     net, ckpt = small_ckpt
     out = tmp_path / "m.onnx"
@@ -91,6 +92,7 @@ def test_cli_onnx_dynamic_matches_eager_and_writes_sidecar(small_ckpt, tmp_path,
         upscaler(np.zeros((1, 5, 3, 8, 8), np.float32))
 
 
+@pytest.mark.slow
 def test_full_model_onnx_dynamic_matches_eager(tmp_path):
     net = _net(FULL_TINY, seed=1)
     net(torch.rand(1, 5, 3, 8, 8))

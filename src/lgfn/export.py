@@ -71,6 +71,9 @@ def _atomic_target(out: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp_path.chmod(0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp_path, out)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -9,7 +9,6 @@ Exit codes: 0 ok, 2 bad usage, 1 any other error (one line on stderr; ``LGFN_DEB
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -53,31 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- models
 class OnnxNet:
-    """An exported model run through onnxruntime (CPU): B x N x 3 x h x w float32 -> B x 3 x sh x sw."""
+    """lgfn.export.OnnxUpscaler behind the torch interface tiling uses; pads LR up to a static export size."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RuntimeError("--onnx needs onnxruntime: pip install 'lgfn[export]'") from None
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {path}")
-        sidecar = Path(str(path) + ".json")
-        if not sidecar.is_file():
-            raise FileNotFoundError(f"ONNX sidecar not found: {sidecar} (written by lgfn-export next to the model)")
-        try:
-            self.meta = json.loads(sidecar.read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"unreadable ONNX sidecar {sidecar}: {e}") from None
-        try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise ValueError(f"cannot load ONNX model {path}: {str(e).splitlines()[0]}") from None
-        self.num_frames = int(self.meta.get("num_frames", 7))
-        self.scale = int(self.meta.get("scale", 4))
-        shape = self.session.get_inputs()[0].shape  # ints for static axes, names/None for dynamic ones
-        self.fixed_hw = tuple(shape[-2:]) if all(isinstance(s, int) for s in shape[-2:]) else None
+        from lgfn.export import OnnxUpscaler
+
+        self.runner = OnnxUpscaler(path)
+        self.meta = self.runner.meta
+        self.num_frames = self.runner.num_frames or int(self.meta.get("num_frames", 7))
+        self.scale = self.runner.scale
+        hw = self.runner.input_shape[-2:]
+        self.fixed_hw = tuple(hw) if all(isinstance(s, int) for s in hw) else None
 
     def __call__(self, lr: torch.Tensor) -> torch.Tensor:
         h, w = lr.shape[-2:]
@@ -88,7 +73,7 @@ class OnnxNet:
                 raise ValueError(f"the ONNX model takes {fw}x{fh} LR inputs only; use --tile (with a smaller overlap)")
             b, n = x.shape[:2]
             x = torch.nn.functional.pad(x.flatten(0, 1), (0, fw - w, 0, fh - h), mode="replicate").unflatten(0, (b, n))
-        (sr,) = self.session.run(["sr"], {"lr": x.numpy()})
+        sr = self.runner(x.numpy())
         out = torch.from_numpy(sr)[..., : self.scale * h, : self.scale * w]
         return out.to(lr.device, lr.dtype)
 
