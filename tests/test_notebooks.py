@@ -60,7 +60,7 @@ def text_of(nb) -> str:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stdout":
                 parts.append(out["text"])
-            elif "data" in out and "text/plain" in out["data"]:
+            elif out.get("output_type") == "execute_result" and "text/plain" in out["data"]:
                 parts.append(out["data"]["text/plain"])
     return "".join(parts)
 
@@ -79,8 +79,8 @@ def test_notebooks_are_saved_clean(name):
     assert "LGFN_NB_" in code[0].source  # parameters come first
 
 
-def _reference_table(test_dir: Path, net: LGFN, padding: str) -> dict[str, tuple[float, ...]]:
-    """Per clip (bicubic PSNR, SSIM, model PSNR, SSIM): frames read and degraded directly, windows by index."""
+def _reference_table(test_dir: Path, net: LGFN, padding: str, max_frames: int) -> dict[str, tuple[float, ...]]:
+    """Per clip (bicubic PSNR, SSIM, model PSNR, SSIM) of its first frames: read and degraded directly."""
     out = {}
     for clip_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
         files = sorted(clip_dir.glob("*.png"))
@@ -89,7 +89,7 @@ def _reference_table(test_dir: Path, net: LGFN, padding: str) -> dict[str, tuple
         lr = quantize_8bit(degrade(hr, "bi", 4))
         rows = []
         with torch.no_grad():
-            for t in range(len(files)):
+            for t in range(min(len(files), max_frames)):
                 sr = net(lr[frame_indices(t, net.num_frames, len(files), padding)][None]).clamp(0, 1)
                 bic = imresize(lr[t], 4).clamp(0, 1)[None]
                 gt = hr[t : t + 1]
@@ -104,9 +104,20 @@ def assert_table_cells(got: list[float], want) -> None:
         assert abs(g - w) <= (0.0051 if i % 2 == 0 else 5.1e-5), (got, list(want))
 
 
-def test_quickstart_notebook(tmp_path, kernel, monkeypatch):
-    torch.manual_seed(0)
+def strong_tiny_net() -> LGFN:
+    """Tiny LGFN with weights large enough that neighbours, and so the window padding, change the output."""
     net = LGFN(**TINY).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            std = ((0.3 if "conv_offset" in name else 1.2) / p[0].numel() ** 0.5) if p.dim() > 1 else 0.1
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return net
+
+
+@pytest.mark.slow
+def test_quickstart_notebook(tmp_path, kernel, monkeypatch):
+    net = strong_tiny_net()
     ckpt = tmp_path / "tiny.pt"
     # replicate differs from the default padding at the clip ends: the notebook must follow the checkpoint.
     save_weights(net, ckpt, meta={"padding": "replicate", "degradation": "bi"})
@@ -115,23 +126,23 @@ def test_quickstart_notebook(tmp_path, kernel, monkeypatch):
     monkeypatch.setenv("LGFN_NB_CKPT", str(ckpt))
     monkeypatch.setenv("LGFN_NB_DATA_DIR", str(data))
     monkeypatch.setenv("LGFN_NB_SMALL", "1")
-    monkeypatch.delenv("LGFN_NB_MAX_FRAMES", raising=False)
+    monkeypatch.setenv("LGFN_NB_MAX_FRAMES", "4")  # of 9: windows still reach the last frames
 
     nb = run_notebook("01_quickstart.ipynb", kernel, tmp_path)
     text = text_of(nb)
     assert count_images(nb) == 1
     assert "Average" in text
 
-    ref = _reference_table(test_dir, net, "replicate")
+    ref = _reference_table(test_dir, net, "replicate", max_frames=4)
     assert len(ref) == 2
     cell = r"(\d+\.\d\d)/(\d\.\d{4})"
     for clip, (bp, bs, mp, ms) in ref.items():
         m = re.search(rf"^{clip}\s*\|\s*(\d+)\s*\|\s*{cell}\s*\|\s*{cell}\s*$", text, re.M)
         assert m, f"no row for {clip} in:\n{text}"
         frames, got = int(m.group(1)), [float(g) for g in m.groups()[1:]]
-        assert frames == 9
+        assert frames == 4
         assert_table_cells(got, [bp, bs, mp, ms])
-    m = re.search(rf"^Average\s*\|\s*18\s*\|\s*{cell}\s*\|\s*{cell}\s*$", text, re.M)
+    m = re.search(rf"^Average\s*\|\s*8\s*\|\s*{cell}\s*\|\s*{cell}\s*$", text, re.M)
     assert m, text
     mean = np.mean(list(ref.values()), axis=0)
     assert_table_cells([float(g) for g in m.groups()], mean)
@@ -153,6 +164,7 @@ def _job(sweep: Path, num: int, overrides: list[str], clips: dict | None, bicubi
     (job / "metrics.json").write_text(json.dumps(metrics))
 
 
+@pytest.mark.slow
 def test_ablations_notebook_reads_newest_sweep(tmp_path, kernel, monkeypatch):
     root = tmp_path / "multirun"
     common = ["model=lgfn_small", "data=builtin", "trainer=cpu"]
