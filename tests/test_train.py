@@ -150,3 +150,12 @@ def test_bad_config_exits_with_one_line(tmp_path):
 def test_entry_points_are_thin():
     for script in ("train.py", "eval.py"):
         assert len((ROOT / script).read_text().splitlines()) < 60
+
+
+def test_unknown_trainer_and_callback_keys_are_clear_errors(tmp_path):
+    cfg = compose_cfg("train", ["+trainer.max_step=3"], tmp_path)
+    with pytest.raises(runner.ConfigError, match=r"trainer\.max_step.*did you mean trainer\.max_steps"):
+        runner.validate_config(cfg)
+    cfg = compose_cfg("train", ["+callbacks.periodic_last.every_n_step=3"], tmp_path)
+    with pytest.raises(runner.ConfigError, match=r"callbacks\.periodic_last\.every_n_step"):
+        runner.validate_config(cfg)

@@ -27,6 +27,9 @@ def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3
 class LitLGFN(L.LightningModule):
     """Wraps a VSR network (`net`: B x N x 3 x h x w -> B x 3 x sH x sW) with the training recipe and metrics."""
 
+    # nan_policy=skip gives up after this many non-finite losses in a row (bad weights, not a bad batch).
+    MAX_SKIPS_IN_A_ROW = 20
+
     def __init__(
         self,
         net: nn.Module,
@@ -66,6 +69,7 @@ class LitLGFN(L.LightningModule):
 
             self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self._records: dict[str, list[tuple]] = {"val": [], "test": []}
+        self._skipped_in_a_row = 0
         self.test_results: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ forward / loss
@@ -92,8 +96,18 @@ class LitLGFN(L.LightningModule):
             msg = f"non-finite training loss ({loss.item()}) at step {self.global_step} (batch {batch_idx})"
             if self.hparams.nan_policy == "raise":
                 raise FloatingPointError(msg + "; set model.nan_policy=skip to skip such batches")
+            # Skipping helps with a bad batch, never with diverged weights: every later batch would be skipped too.
+            bad = next((n for n, p in self.net.named_parameters() if not torch.isfinite(p).all()), None)
+            if bad is not None:
+                raise FloatingPointError(f"{msg}: weight {bad} is non-finite, so skipping cannot recover "
+                                         "(lower model.lr or resume from an earlier checkpoint)")
+            self._skipped_in_a_row += 1
+            if self._skipped_in_a_row > self.MAX_SKIPS_IN_A_ROW:
+                raise FloatingPointError(f"{msg}: {self._skipped_in_a_row} batches in a row were non-finite, so the "
+                                         "weights have diverged (lower model.lr or resume from an earlier checkpoint)")
             warnings.warn(msg + ": batch skipped (model.nan_policy=skip)", stacklevel=1)
             return None
+        self._skipped_in_a_row = 0
         self.log("train/loss", loss, prog_bar=True, batch_size=sr.shape[0])
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
             self._log_offsets()

@@ -131,6 +131,12 @@ def validate_config(cfg: DictConfig) -> None:
         if key not in cfg or cfg[key] is None:
             raise ConfigError(f"config group {key} is not set (choose e.g. {key}=...)")
         validate_node(cfg[key], key)
+    if cfg.get("trainer"):
+        validate_node(cfg.trainer, "trainer")
+    for group in ("callbacks", "logger"):
+        for name, node in (cfg.get(group) or {}).items():
+            if isinstance(node, DictConfig):
+                validate_node(node, f"{group}.{name}")
     net = cfg.model.get("net", {})
     if net.get("use_lfm") is False and net.get("use_gfm") is False:
         raise ConfigError("model.net.use_lfm and model.net.use_gfm cannot both be false: the model needs a fusion branch")

@@ -231,15 +231,15 @@ class VSRDataModule(LightningDataModule):
     @property
     def sampler_seed(self) -> int:
         """Training order and augmentation follow the run's seed (``seed=``, via seed_everything) and data.seed."""
-        return mix_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)) & (2**63 - 1), self.seed)
+        return mix_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)), self.seed)
 
     def state_dict(self) -> dict:
         """The train sampler's position at a checkpoint: (epoch, samples this rank already used in it).
 
         Read from the trainer's loop counters, not from the sampler: loaders prefetch ahead of training.
         """
-        trainer = self._trainer
-        if trainer is None or self._train_sampler is None or not trainer.training:
+        trainer = self.trainer
+        if trainer is None or self._train_sampler is None or trainer.state.fn != "fit":
             return {}
         fit = trainer.fit_loop
         epoch, done = trainer.current_epoch, fit.epoch_loop.batch_progress.current.processed

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from lgfn.data.io import image_size, list_images, natural_key
 
@@ -71,16 +71,26 @@ def _lr_candidates(degradation: str, scale: int) -> list[str]:
     return [f"sequences_BDx{scale}", f"BDx{scale}"]
 
 
+def check_relative_entry(entry: str, where: str) -> str:
+    """A list entry must stay inside the dataset root: relative, no ``..``, no ``~``, no backslashes."""
+    parts = PurePosixPath(entry).parts
+    if entry.startswith(("/", "~", "\\")) or "\\" in entry or ".." in parts or PureWindowsPath(entry).drive:
+        raise ValueError(
+            f"{where}: entry {entry!r} must be a clip path relative to the dataset root (no '..', no absolute path)"
+        )
+    return entry
+
+
 def read_clip_list(path: str | Path) -> list[str]:
     """Clip names, one per line (first whitespace token; blank lines and ``#`` comments skipped)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"data.clip_list file {path} does not exist")
     names = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
         if line and not line.startswith("#"):
-            names.append(line.split()[0])
+            names.append(check_relative_entry(line.split()[0], f"{path}:{number}"))
     if not names:
         raise ValueError(f"clip list {path} names no clips")
     return names
