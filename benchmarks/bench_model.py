@@ -57,7 +57,8 @@ def infer(name: str, height: int, width: int, repeats: int = 3, variants: tuple[
         fns[v] = make(v)
     times = common.interleaved_medians(list(fns.values()), repeats, warmup=1 if repeats > 1 else 0)
     gflop = gflops_per_frame(net, (height, width))
-    row = {"model": name, "lr": f"{height}x{width}", "gflop_per_frame": round(gflop, 1)}
+    row = {"model": name, "lr": f"{height}x{width}", "gflop_per_frame": round(gflop, 1),
+           "matmul_gflops": common.matmul_gflops()}
     for v, t in zip(variants, times, strict=True):
         row[f"{v}_fps"] = round(1 / t, 4)
         row[f"{v}_gflops"] = round(gflop / t, 1)
@@ -80,6 +81,7 @@ def infer_tiled(name: str, height: int, width: int, tile: int, overlap: int) -> 
     t = time.perf_counter() - start
     gflop = gflops_per_frame(net, (height, width))  # useful work; the overlap's recomputation is overhead
     return {
+        "matmul_gflops": common.matmul_gflops(),
         "model": name,
         "lr": f"{height}x{width} -> {tuple(out.shape[-2:])[0]}x{tuple(out.shape[-2:])[1]}",
         "tile/overlap": f"{tile}/{overlap}",
@@ -106,6 +108,7 @@ def train(name: str, batch: int, patch: int, steps: int = 3) -> dict:
     (t,) = common.interleaved_medians([step], steps)
     gflop = 3 * gflops_per_frame(net, (patch, patch)) * batch  # backward ~ 2x forward
     return {
+        "matmul_gflops": common.matmul_gflops(),
         "model": name,
         "batch x lr patch": f"{batch} x {patch}x{patch}",
         "samples_per_s": round(batch / t, 3),
@@ -137,6 +140,7 @@ def train_layouts(name: str, batch: int, patch: int, steps: int = 3) -> dict:
         steps_fns.append(step)
     t0, t1 = common.interleaved_medians(steps_fns, steps)
     return {
+        "matmul_gflops": common.matmul_gflops(),
         "model": name,
         "batch x lr patch": f"{batch} x {patch}x{patch}",
         "samples_per_s": f"{batch / t0:.3f} (default) / {batch / t1:.3f} (channels_last)",
@@ -177,8 +181,10 @@ def run(repeats: int = 3, full: bool = False) -> dict[str, list[dict]]:
     ]
     for rows in (inference, tiled, training):
         for r in rows:
+            # Against the matmul rate measured in the same process just before (the load changes).
+            local = r.pop("matmul_gflops", mm)
             for k in [k for k in r if k.endswith("gflops")]:
-                r[k.replace("gflops", "of_matmul")] = f"{100 * r[k] / mm:.0f}%"
+                r[k.replace("gflops", "of_matmul")] = f"{100 * r[k] / local:.0f}%"
     return {"matmul_gflops": round(mm, 1), "inference": inference, "tiled": tiled, "training": training}
 
 

@@ -99,7 +99,7 @@ def markdown(rows: list[dict]) -> str:
     """Rows (dicts with the same keys) as a markdown table."""
     if not rows:
         return "(no rows)"
-    keys = list(rows[0])
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # union: rows of one table may differ
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
