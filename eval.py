@@ -1,5 +1,7 @@
 """Evaluate: `python eval.py ckpt_path=PATH data=vid4 data.root=DIR` or `model=bicubic`; writes metrics.json."""
 
+import lgfn  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+
 import hydra
 import lightning as L
 from hydra.utils import instantiate

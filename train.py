@@ -1,5 +1,7 @@
 """Train LGFN: `python train.py experiment=quickstart` (fit, then test with the best checkpoint)."""
 
+import lgfn  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+
 import hydra
 import lightning as L
 from hydra.utils import instantiate

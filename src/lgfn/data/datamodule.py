@@ -39,6 +39,11 @@ _TEST_NAMES = {
 _TEST_ONLY = ("vid4", "spmcs")
 
 
+def _single_thread_worker(worker_id: int) -> None:
+    # A worker's degradation is small per call; threads of its own would only fight the training step for cores.
+    torch.set_num_threads(1)
+
+
 class VSRDataModule(LightningDataModule):
     """Train/val/test loaders; test batches hold lr ``1 x N x 3 x h x w``, hr ``1 x 3 x 4h x 4w``, clip, frame."""
 
@@ -203,6 +208,7 @@ class VSRDataModule(LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=_single_thread_worker if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
