@@ -39,7 +39,7 @@ class SaveOnSignal(L.Callback):
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
             return
         path = self.checkpoint_path(trainer)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         self.saved_path = path
         if trainer.is_global_zero:
             print(f"SIGTERM: saved {path} at step {trainer.global_step}; resume with ckpt_path={path}",
@@ -64,4 +64,4 @@ class PeriodicLastCheckpoint(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if self.every and step > 0 and step % self.every == 0 and not trainer.sanity_checking:
-            trainer.save_checkpoint(SaveOnSignal(None).checkpoint_path(trainer))
+            trainer.save_checkpoint(SaveOnSignal(None).checkpoint_path(trainer), weights_only=False)
