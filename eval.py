@@ -1,6 +1,8 @@
 """Evaluate: `python eval.py ckpt_path=PATH data=vid4 data.root=DIR` or `model=bicubic`; writes metrics.json."""
 
+# isort: off
 import lgfn  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+# isort: on
 
 import hydra
 import lightning as L

@@ -1,6 +1,8 @@
 """Train LGFN: `python train.py experiment=quickstart` (fit, then test with the best checkpoint)."""
 
+# isort: off
 import lgfn  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
+# isort: on
 
 import hydra
 import lightning as L

@@ -81,3 +81,14 @@ def test_ddp_sim_fit_writes_one_checkpoint_dir(data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert json.loads((tmp_path / "metrics.json").read_text())["average"]["psnr"] > 5
+
+
+def test_optuna_search_runs_trials_and_reports_best(data_dir, tmp_path):
+    proc = run_script("train.py", ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                                   "hydra.sweeper.sampler.n_startup_trials=2",
+                                   *tiny(data_dir, "trainer.fast_dev_run=true"), f"hydra.sweep.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "Best parameters: {'model.lr':" in out and "Best value:" in out
+    lrs = [float(o.split("=")[1]) for r in _summary(tmp_path) for o in r["overrides"].split() if o.startswith("model.lr=")]
+    assert len(lrs) == 2 and all(1e-4 <= lr <= 1e-3 for lr in lrs)

@@ -10,8 +10,8 @@ import os
 import sys
 import traceback
 import types
-import warnings
 import typing
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
