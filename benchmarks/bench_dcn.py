@@ -7,10 +7,8 @@ Run `python benchmarks/bench_dcn.py`, or call `run(repeats)` for the rows.
 from __future__ import annotations
 
 import os
-import statistics
-import time
-from collections.abc import Callable
 
+import common
 import torch
 import torch.nn.functional as F
 
@@ -18,18 +16,6 @@ from lgfn.ops import deform_conv2d
 
 SHAPE = {"batch": 7, "channels": 64, "height": 64, "width": 112, "offset_groups": 8, "kernel": 3}
 
-
-def _interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median ms of each fn; the fns take turns so a load change on the machine hits them alike."""
-    for fn in fns:  # warm-up
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) * 1e3 for t in times]
 
 
 def _inputs(requires_grad: bool) -> dict[str, torch.Tensor]:
@@ -94,7 +80,8 @@ def run(repeats: int = 5) -> list[dict]:
         def make(op, t=t, grad=grad, needs_grad=needs_grad):
             return _fwd_bwd(op, t, grad) if needs_grad else _fwd(op, t)
 
-        ours, tv, conv = _interleaved_medians([make(_ours), make(_torchvision), make(_conv)], repeats)
+        times = common.interleaved_medians([make(_ours), make(_torchvision), make(_conv)], repeats, warmup=1)
+        ours, tv, conv = (t * 1e3 for t in times)
         rows.append(
             {
                 "benchmark": name,
@@ -110,13 +97,6 @@ def run(repeats: int = 5) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    """Rows as a markdown table."""
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
-
 
 if __name__ == "__main__":
-    print(markdown(run()))
+    print(common.markdown(run()))

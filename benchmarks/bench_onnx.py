@@ -9,12 +9,11 @@ Run `python benchmarks/bench_onnx.py`, or call `run(repeats)` for the rows.
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+import common
 import numpy as np
 import torch
 
@@ -24,18 +23,6 @@ from lgfn.ops import dcn_backend
 
 SIZES = ((64, 64), (144, 180))
 
-
-def _interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median seconds of each fn; the fns take turns so a load change on the machine hits them alike."""
-    for fn in fns:  # warm-up (ORT plans its memory on the first run at a new shape)
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
 
 
 def _model() -> LGFN:
@@ -73,7 +60,7 @@ def run(repeats: int = 5) -> list[dict]:
                 return upscaler(lr_np)
 
             diff = float(np.abs(onnx() - eager().numpy()).max())
-            t_onnx, t_eager = _interleaved_medians([onnx, eager], repeats)
+            t_onnx, t_eager = common.interleaved_medians([onnx, eager], repeats, warmup=1)
             rows.append(
                 {
                     "model": "lgfn_small",
@@ -90,13 +77,6 @@ def run(repeats: int = 5) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    """Rows as a markdown table."""
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
-
 
 if __name__ == "__main__":
-    print(markdown(run()))
+    print(common.markdown(run()))
