@@ -67,8 +67,10 @@ def test_fit_and_test_each_experiment(experiment, data_dir, tmp_path):
 @pytest.mark.slow
 def test_resume_continues_step_count(data_dir, tmp_path):
     first = tmp_path / "first"
-    _train(tiny(data_dir, "test=false", steps=2), first)
+    # periodic_last and the best-PSNR checkpoint both write last.ckpt: one file, never last-v1.ckpt.
+    _train(tiny(data_dir, "test=false", "callbacks.periodic_last.every_n_train_steps=1", steps=2), first)
     last = first / "checkpoints" / "last.ckpt"
+    assert sorted(p.name for p in last.parent.glob("last*")) == ["last.ckpt"]
     state = torch.load(last, weights_only=True)
     assert state["global_step"] == 2
     second = tmp_path / "second"
