@@ -92,3 +92,11 @@ def test_optuna_search_runs_trials_and_reports_best(data_dir, tmp_path):
     assert "Best parameters: {'model.lr':" in out and "Best value:" in out
     lrs = [float(o.split("=")[1]) for r in _summary(tmp_path) for o in r["overrides"].split() if o.startswith("model.lr=")]
     assert len(lrs) == 2 and all(1e-4 <= lr <= 1e-3 for lr in lrs)
+
+
+def test_default_sweep_dir_resolves(data_dir, tmp_path):
+    # No hydra.sweep.dir override: the default must resolve when the sweeper starts (before any job runs).
+    proc = run_script("train.py", ["-m", "experiment=full", *tiny(data_dir, "trainer.fast_dev_run=true")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweeps = list((tmp_path / "logs" / "train" / "multirun").iterdir())
+    assert len(sweeps) == 1 and (sweeps[0] / "summary.csv").is_file()
