@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lgfn.fileio import publish
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -71,10 +73,7 @@ def _atomic_target(out: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp_path.chmod(0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp_path, out)
+        publish(tmp_path, out)
     finally:
         tmp_path.unlink(missing_ok=True)
 

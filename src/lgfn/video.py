@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lgfn.data.io import IMAGE_EXTENSIONS, list_images
+from lgfn.fileio import publish
 
 log = logging.getLogger("lgfn.video")
 
@@ -241,11 +242,11 @@ class FrameWriter:
                 self._container.mux(packet)
             self._container.close()
             self._container = None
-            os.replace(self.tmp, self.path)
+            publish(self.tmp, self.path)
         else:
             if self.path.is_dir():
                 self.path.rmdir()  # checked empty at start
-            os.replace(self.tmp, self.path)
+            publish(self.tmp, self.path)
 
     def abort(self) -> None:
         """Remove every trace of an unfinished output."""
