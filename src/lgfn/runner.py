@@ -173,14 +173,13 @@ def load_net_weights(model: Any, ckpt_path: str | os.PathLike) -> dict:
     import torch
 
     from lgfn.checkpoint import load_checkpoint
+    from lgfn.weights import net_state
 
     ckpt = load_checkpoint(ckpt_path)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"checkpoint {ckpt_path}: expected a 'state_dict' of tensors")
-    if any(k.startswith("net.") for k in state):
-        prefix = "ema.module." if any(k.startswith("ema.module.") for k in state) else "net."
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    state = net_state(state) or state  # a Lightning checkpoint, else the network's own state_dict
     net = model.net
     own = net.state_dict()
     missing = sorted(set(own) - set(state))

@@ -82,17 +82,22 @@ def _strip_prefix(state: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def net_state(state: dict) -> dict:
+    """The network's weights inside a LitLGFN state_dict (the EMA copy when there is one); {} if none."""
+    return _strip_prefix(state, "ema.module.") or _strip_prefix(state, "net.")
+
+
 def _from_lightning(ckpt: dict, path: Path) -> dict:
     """Turn a LitLGFN checkpoint dict into the weights-file layout (EMA weights preferred)."""
     state = ckpt.get("state_dict")
     if not isinstance(state, dict):
         raise ValueError(f"{path}: neither an lgfn-weights file nor a Lightning checkpoint with a state_dict")
-    net_state = _strip_prefix(state, "ema.module.") or _strip_prefix(state, "net.")
+    weights_state = net_state(state)
     config = ckpt.get("net_config")
     if not isinstance(config, dict) or not config:
         raise ValueError(f"{path}: Lightning checkpoint has no top-level 'net_config' (constructor kwargs)")
     # Bicubic has no weights; anything with weights is an LGFN.
-    name = "LGFN" if net_state else "Bicubic"
+    name = "LGFN" if weights_state else "Bicubic"
     meta = dict(DEFAULT_META)
     meta["num_frames"] = int(config.get("num_frames", 7))
     meta["scale"] = int(config.get("scale", 4))
@@ -111,7 +116,7 @@ def _from_lightning(ckpt: dict, path: Path) -> dict:
         except TypeError:
             pass  # free-form info only; never fatal
     return {"format": FORMAT, "version": VERSION, "net_class": name, "net_config": dict(config),
-            "state_dict": net_state, "meta": meta}
+            "state_dict": weights_state, "meta": meta}
 
 
 def _as_weights(obj: Any, path: Path) -> dict:
