@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev,export]"
+	$(BIN)/python -m lgfn.ops || echo "note: deform_conv2d will use its pure-PyTorch path"
 	touch $(STAMP)
 
 train: install

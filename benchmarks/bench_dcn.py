@@ -1,4 +1,5 @@
-"""Deformable conv on the CPU: lgfn.ops.deform_conv2d vs torchvision vs a plain conv2d of the same shape.
+"""Deformable conv on the CPU: lgfn.ops.deform_conv2d (C++ sampling kernels + GEMM) vs torchvision, a plain
+conv2d of the same shape, and the project's pure-PyTorch fallback (grid_sample + matmul, no compiler needed).
 
 Shape: the alignment's real one, 7 frames x 64 ch x 64 x 112, 8 offset groups, 3x3, padding 1, with mask.
 Run `python benchmarks/bench_dcn.py`, or call `run(repeats)` for the rows.
@@ -15,7 +16,6 @@ import torch.nn.functional as F
 from lgfn.ops import deform_conv2d
 
 SHAPE = {"batch": 7, "channels": 64, "height": 64, "width": 112, "offset_groups": 8, "kernel": 3}
-
 
 
 def _inputs(requires_grad: bool) -> dict[str, torch.Tensor]:
@@ -37,6 +37,24 @@ def _inputs(requires_grad: bool) -> dict[str, torch.Tensor]:
 
 def _ours(t: dict[str, torch.Tensor]) -> torch.Tensor:
     return deform_conv2d(t["input"], t["offset"], t["weight"], t["bias"], padding=1, mask=t["mask"])
+
+
+def _plain(t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The pure-PyTorch path (grid_sample + matmul, autograd): what runs without a C++ compiler."""
+    from lgfn.ops.deform_conv import _deform_conv2d_plain
+
+    return _deform_conv2d_plain(
+        t["input"],
+        t["offset"],
+        t["weight"],
+        t["bias"],
+        (1, 1),
+        (1, 1),
+        (1, 1),
+        t["mask"],
+        SHAPE["offset_groups"],
+        1,
+    )
 
 
 def _torchvision(t: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -69,7 +87,7 @@ def _fwd_bwd(op, t, grad):
 
 
 def run(repeats: int = 5) -> list[dict]:
-    """Median milliseconds of forward and forward+backward for ours, torchvision and conv2d."""
+    """Median milliseconds of forward and forward+backward for ours, torchvision, conv2d and pure PyTorch."""
     torch.set_num_threads(os.cpu_count() or 1)
     shape = "B{batch} C{channels} {height}x{width} G{offset_groups} k{kernel}".format(**SHAPE)
     rows = []
@@ -80,8 +98,8 @@ def run(repeats: int = 5) -> list[dict]:
         def make(op, t=t, grad=grad, needs_grad=needs_grad):
             return _fwd_bwd(op, t, grad) if needs_grad else _fwd(op, t)
 
-        times = common.interleaved_medians([make(_ours), make(_torchvision), make(_conv)], repeats, warmup=1)
-        ours, tv, conv = (t * 1e3 for t in times)
+        fns = [make(_ours), make(_torchvision), make(_conv), make(_plain)]
+        ours, tv, conv, plain = (t * 1e3 for t in common.interleaved_medians(fns, repeats, warmup=1))
         rows.append(
             {
                 "benchmark": name,
@@ -90,12 +108,13 @@ def run(repeats: int = 5) -> list[dict]:
                 "ours_ms": round(ours, 1),
                 "torchvision_ms": round(tv, 1),
                 "conv2d_ms": round(conv, 1),
+                "pure_pytorch_ms": round(plain, 1),
                 "speedup_vs_torchvision": round(tv / ours, 2),
                 "ratio_vs_conv2d": round(ours / conv, 2),
+                "speedup_vs_pure_pytorch": round(plain / ours, 2),
             }
         )
     return rows
-
 
 
 if __name__ == "__main__":

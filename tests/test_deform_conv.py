@@ -1,11 +1,13 @@
 """lgfn.ops.deform_conv2d against torchvision.ops.deform_conv2d (values and gradients), and its API."""
 
+import warnings
+
 import pytest
 import torch
 import torchvision
 
 import lgfn.ops.deform_conv as dc
-from lgfn.ops import available_backends, current_backend, dcn_backend, deform_conv2d
+from lgfn.ops import available_backends, cpu_kernels, current_backend, dcn_backend, deform_conv2d
 
 CASES = {
     # name: batch, in_ch, out_ch, height, width, offset_groups, kernel, stride, padding, dilation, use_mask
@@ -225,3 +227,63 @@ def test_non_contiguous_inputs():
     assert not strided["offset"].is_contiguous() and not strided["input"].is_contiguous()
     out = _call(deform_conv2d, strided, kwargs, backend="pytorch")
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-9)
+
+
+def test_cpu_kernels_build_and_serve_the_fast_path():
+    """This machine (and CI) has a C++ compiler: the CPU fast path is the C++ kernels' autograd Function."""
+    assert cpu_kernels.available()
+    t, kwargs = _make(CASES["groups_nonsquare"])
+    leaves = {k: v.clone().requires_grad_() for k, v in t.items()}
+    out = _call(deform_conv2d, leaves, kwargs, backend="pytorch")
+    assert type(out.grad_fn).__name__ == "_DeformConvFnBackward"
+
+
+@pytest.fixture
+def fresh_kernel_state(monkeypatch):
+    """Forget whether the kernels loaded, so `available()` decides again (and restore it afterwards)."""
+    monkeypatch.setattr(cpu_kernels, "_state", {})
+
+
+def test_failed_kernel_build_warns_once_and_falls_back(monkeypatch, fresh_kernel_state):
+    def broken_build(verbose=False):
+        raise RuntimeError("Error building extension 'lgfn_dcn_cpu'\nc++: not found")
+
+    monkeypatch.setattr(cpu_kernels, "build", broken_build)
+    monkeypatch.setattr(torch.ops, "lgfn_dcn", object(), raising=False)  # pretend nothing is loaded
+    t, kwargs = _make(CASES["basic"])
+    with pytest.warns(
+        RuntimeWarning, match=r"could not build the C\+\+ deformable-conv kernels \(c\+\+: not found\)"
+    ):
+        out, grads = _value_and_grads(deform_conv2d, t, kwargs, backend="pytorch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the reason was given once; later calls stay quiet
+        assert cpu_kernels.available() is False
+        _call(deform_conv2d, t, kwargs)
+    ref_out, ref_grads = _value_and_grads(torchvision.ops.deform_conv2d, t, kwargs)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-9)
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=0, atol=1e-8)
+
+
+def test_env_switch_turns_the_kernels_off_silently(monkeypatch, fresh_kernel_state, recwarn):
+    monkeypatch.setenv(cpu_kernels.ENV_SWITCH, "0")
+    assert cpu_kernels.available() is False
+    t, kwargs = _make(CASES["basic"])
+    out = _call(deform_conv2d, {k: v.clone().requires_grad_() for k, v in t.items()}, kwargs)
+    assert type(out.grad_fn).__name__ != "_DeformConvFnBackward"
+    assert not [w for w in recwarn if "deformable-conv kernels" in str(w.message)]
+
+
+def test_kernel_ops_reject_mismatched_buffers():
+    assert cpu_kernels.available()
+    ops = cpu_kernels.ops()
+    bordered = torch.zeros(6, 7, 8)  # a 4 x 5 image with its one-pixel border, 8 channels
+    offset = torch.zeros(2 * 2 * 9, 4, 5)
+    cols = torch.empty(20, 9 * 8)
+    ops.columns(bordered, offset, None, cols, 2, [3, 3], [1, 1], [1, 1], [1, 1])
+    with pytest.raises(RuntimeError, match="cols must be contiguous with shape"):
+        ops.columns(bordered, offset, None, cols[:-1], 2, [3, 3], [1, 1], [1, 1], [1, 1])
+    with pytest.raises(RuntimeError, match="offset must match the input's dtype"):
+        ops.columns(bordered, offset.double(), None, cols, 2, [3, 3], [1, 1], [1, 1], [1, 1])
+    with pytest.raises(RuntimeError, match="channels must divide into offset groups"):
+        ops.columns(bordered, offset, None, cols, 3, [3, 3], [1, 1], [1, 1], [1, 1])

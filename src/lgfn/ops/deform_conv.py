@@ -2,10 +2,11 @@
 
 Two backends:
 - "torchvision": `torchvision.ops.deform_conv2d` (fast on CUDA, slow on the CPU, not exportable).
-- "pytorch": bilinear sampling with one batched `grid_sample` for all offset groups and taps, then one
-  batched GEMM with the weight. In eager mode on the CPU it runs through `_DeformConvFn`, whose
-  hand-written backward avoids autograd's extra copies; when tracing/exporting, or when no gradient is
-  needed, the same maths runs as plain ops that torch.onnx / torch.export can trace.
+- "pytorch": in eager mode on the CPU (float32/64, weight groups 1), `_DeformConvFn`: C++ kernels
+  (lgfn.ops.cpu_kernels) for the bilinear sampling and its transposed scatter, MKL GEMMs for the rest.
+  Otherwise (tracing/exporting, CUDA when forced, other dtypes, or no C++ compiler) the same maths as plain
+  ops: one batched `grid_sample` for all offset groups and taps, then one batched GEMM with the weight,
+  which torch.onnx / torch.export can trace and autograd differentiates.
 
 "auto" picks "pytorch" on the CPU and "torchvision" on CUDA; `dcn_backend(name)` forces one globally.
 """
@@ -20,6 +21,9 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from lgfn.ops import cpu_kernels
 
 __all__ = ["available_backends", "dcn_backend", "deform_conv2d", "current_backend"]
 
@@ -289,16 +293,19 @@ def _use_fast_path(
     if input.dtype not in (torch.float32, torch.float64):
         return False
     tensors = [t for t in (input, offset, weight, bias, mask) if t is not None]
-    return all(t.dtype == input.dtype and t.device == input.device for t in tensors)
+    if not all(t.dtype == input.dtype and t.device == input.device for t in tensors):
+        return False
+    return cpu_kernels.available()
 
 
 class _DeformConvFn(torch.autograd.Function):
-    """grid_sample + GEMM frame by frame, with a hand-written backward (weight groups 1, CPU float32/64).
+    """The C++ sampling kernels (lgfn.ops.cpu_kernels) + MKL GEMMs, frame by frame (weight groups 1, CPU).
 
-    Working frame by frame keeps every temporary at one frame's columns (Cin*kh*kw x Ho*Wo): those blocks
-    are reused by the allocator instead of faulting in fresh pages for a whole-batch buffer, and they stay
-    warmer in cache. Nothing column-sized is saved for backward: the sampled columns are recomputed there
-    (one grid_sample per frame) rather than keeping B x Cin*kh*kw x Ho*Wo values alive between the passes.
+    Columns are pixel-major (P x K*Cin, tap then channel) from a channels-last copy of the input with a
+    one-pixel zero border, so the kernels never bounds-check a corner. One columns buffer serves every
+    frame (a fresh one per frame costs more in page faults than the sampling). Backward rebuilds the
+    columns inside the scatter kernel, which reads the same corners anyway, instead of keeping
+    B x P x K*Cin values alive between the passes.
     """
 
     @staticmethod
@@ -306,101 +313,74 @@ class _DeformConvFn(torch.autograd.Function):
         batch, in_ch, height, width = input.shape
         out_ch, _, kh, kw = weight.shape
         _, _, out_h, out_w = offset.shape
-        taps, pixels = kh * kw, out_h * out_w
-        group_ch = in_ch // offset_groups
-        images = input.contiguous().view(batch, offset_groups, group_ch, height, width)
-        geometry = ((out_h, out_w), (height, width), (kh, kw), stride, padding, dilation)
-        base, scale = _grid_base(*geometry, input)
-        masks = None if mask is None else mask.reshape(batch, offset_groups, 1, taps, pixels)
-        w2 = weight.reshape(out_ch, in_ch * taps)
+        pixels, row = out_h * out_w, kh * kw * in_ch
+        kernels = cpu_kernels.ops()
+        bordered = F.pad(input, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous()
+        offset = offset.contiguous()
+        mask = None if mask is None else mask.contiguous()
+        weight_rows = weight.permute(0, 2, 3, 1).reshape(out_ch, row)  # (tap, channel) like the columns
+        geometry = ((kh, kw), stride, padding, dilation)
+        cols = input.new_empty(pixels, row)
+        frame_out = input.new_empty(pixels, out_ch)
         out = input.new_empty(batch, out_ch, pixels)
         for b in range(batch):
-            grid = _sampling_grid(offset[b : b + 1], base, scale, offset_groups)
-            cols = _sample_frame(images[b], grid, masks, b, taps, pixels)
-            # cols^T @ w2^T measured faster than w2 @ cols (MKL, long M); the transpose back is small.
-            out[b] = torch.mm(cols.view(in_ch * taps, pixels).t(), w2.t()).t()
+            kernels.columns(
+                bordered[b], offset[b], None if mask is None else mask[b], cols, offset_groups, *geometry
+            )
+            # cols @ W^T then a small transpose measured faster than W @ cols^T (MKL, long M).
+            torch.mm(cols, weight_rows.t(), out=frame_out)
+            out[b].copy_(frame_out.t())
         if bias is not None:
             out.add_(bias.view(1, out_ch, 1))
-        ctx.save_for_backward(images, offset, mask, weight)
-        ctx.geometry = geometry
-        ctx.meta = (offset_groups, (height, width), (kh, kw), (out_h, out_w), bias is not None)
+        ctx.save_for_backward(bordered, offset, mask, weight)
+        ctx.meta = (offset_groups, geometry, bias is not None)
         return out.view(batch, out_ch, out_h, out_w)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
-        images, offset, mask, weight = ctx.saved_tensors
-        offset_groups, (height, width), (kh, kw), (out_h, out_w), has_bias = ctx.meta
-        base, scale = _grid_base(*ctx.geometry, images)
+        bordered, offset, mask, weight = ctx.saved_tensors
+        offset_groups, geometry, has_bias = ctx.meta
         need_input, need_offset, need_mask, need_weight, need_bias = ctx.needs_input_grad[:5]
-        batch, _, group_ch = images.shape[:3]
-        out_ch = weight.shape[0]
-        in_ch = offset_groups * group_ch
-        taps, pixels = kh * kw, out_h * out_w
-        grad_out = grad_out.reshape(batch, out_ch, pixels)
-        masks = None if mask is None else mask.reshape(batch, offset_groups, 1, taps, pixels)
         need_mask = need_mask and mask is not None
-        need_sampling = need_input or need_offset
-        w2t = weight.reshape(out_ch, in_ch * taps).t()
+        batch, _, _, in_ch = bordered.shape
+        out_ch, _, kh, kw = weight.shape
+        pixels, row = offset.shape[2] * offset.shape[3], kh * kw * in_ch
+        kernels = cpu_kernels.ops()
+        grad_out = grad_out.reshape(batch, out_ch, pixels).contiguous()
+        weight_rows = weight.permute(0, 2, 3, 1).reshape(out_ch, row)
 
         grad_bias = grad_out.sum(dim=(0, 2)) if (need_bias and has_bias) else None
-        grad_weight = weight.new_zeros(out_ch, in_ch * taps) if need_weight else None
-        grad_mask = grad_out.new_empty(batch, offset_groups, taps, pixels) if need_mask else None
-        grad_input = grad_out.new_empty(batch, offset_groups, group_ch, height, width) if need_input else None
-        grad_offset = grad_out.new_empty(batch, offset_groups, taps, 2, out_h, out_w) if need_offset else None
+        grad_rows = weight.new_zeros(out_ch, row) if need_weight else None
+        grad_bordered = torch.zeros_like(bordered) if need_input else None
+        grad_offset = torch.empty_like(offset) if need_offset else None
+        grad_mask = torch.empty_like(mask) if need_mask else None
+        cols = bordered.new_empty(pixels, row) if need_weight else None
+        grad_cols = bordered.new_empty(pixels, row)
         for b in range(batch):
-            grad_cols = None
-            grid = _sampling_grid(offset[b : b + 1], base, scale, offset_groups)
-            if need_sampling or need_mask:
-                grad_cols = torch.mm(w2t, grad_out[b]).view(offset_groups, group_ch, taps, pixels)
-            if need_mask or need_weight:
-                sampled = _sample_frame(images[b], grid, None, b, taps, pixels)
-                if need_mask:
-                    # Sum over the group's channels with in-place FMAs: no column-sized temporary.
-                    torch.mul(grad_cols[:, 0], sampled[:, 0], out=grad_mask[b])
-                    for c in range(1, group_ch):
-                        grad_mask[b].addcmul_(grad_cols[:, c], sampled[:, c])
-                if need_weight:
-                    if masks is not None:
-                        sampled.mul_(masks[b])
-                    grad_weight.addmm_(grad_out[b], sampled.view(in_ch * taps, pixels).t())
-            if need_sampling:
-                if masks is not None:
-                    grad_cols.mul_(masks[b])
-                grad_images, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
-                    grad_cols.view(offset_groups, group_ch, taps * out_h, out_w),
-                    images[b],
-                    grid,
-                    0,
-                    0,
-                    False,
-                    [need_input, need_offset],
+            frame_mask = None if mask is None else mask[b]
+            if need_input or need_offset or need_mask:
+                torch.mm(grad_out[b].t(), weight_rows, out=grad_cols)
+                kernels.columns_backward(
+                    bordered[b],
+                    offset[b],
+                    frame_mask,
+                    grad_cols,
+                    None if grad_bordered is None else grad_bordered[b],
+                    None if grad_offset is None else grad_offset[b],
+                    None if grad_mask is None else grad_mask[b],
+                    cols,
+                    offset_groups,
+                    *geometry,
                 )
-                if need_input:
-                    grad_input[b] = grad_images
-                if need_offset:
-                    # grid = offset * 2/size + const; the grid holds (x, y), the offsets (dy, dx).
-                    grad_grid = grad_grid.view(offset_groups, taps, out_h, out_w, 2)
-                    torch.mul(grad_grid[..., 1], 2.0 / height, out=grad_offset[b, :, :, 0])
-                    torch.mul(grad_grid[..., 0], 2.0 / width, out=grad_offset[b, :, :, 1])
-        return (
-            None if grad_input is None else grad_input.view(batch, in_ch, height, width),
-            None if grad_offset is None else grad_offset.view(batch, 2 * offset_groups * taps, out_h, out_w),
-            None if grad_mask is None else grad_mask.view_as(mask),
-            None if grad_weight is None else grad_weight.view_as(weight),
-            grad_bias,
-            None,
-            None,
-            None,
-            None,
-        )
-
-
-def _sample_frame(
-    images: Tensor, grid: Tensor, masks: Tensor | None, b: int, taps: int, pixels: int
-) -> Tensor:
-    """One frame's columns G x Cg x K x P (masked when `masks` is given): one grid_sample for all groups."""
-    sampled = torch.grid_sampler_2d(images, grid, 0, 0, False)  # bilinear, zeros, align_corners=False
-    sampled = sampled.view(images.shape[0], images.shape[1], taps, pixels)
-    if masks is not None:
-        sampled.mul_(masks[b])
-    return sampled
+            elif need_weight:
+                kernels.columns(bordered[b], offset[b], frame_mask, cols, offset_groups, *geometry)
+            if need_weight:
+                grad_rows.addmm_(grad_out[b], cols)
+        grad_input = None
+        if grad_bordered is not None:
+            grad_input = grad_bordered[:, 1:-1, 1:-1].permute(0, 3, 1, 2).contiguous()
+        grad_weight = None
+        if grad_rows is not None:
+            grad_weight = grad_rows.view(out_ch, kh, kw, in_ch).permute(0, 3, 1, 2).contiguous()
+        return grad_input, grad_offset, grad_mask, grad_weight, grad_bias, None, None, None, None
