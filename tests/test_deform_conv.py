@@ -1,6 +1,10 @@
 """lgfn.ops.deform_conv2d against torchvision.ops.deform_conv2d (values and gradients), and its API."""
 
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -277,13 +281,65 @@ def test_env_switch_turns_the_kernels_off_silently(monkeypatch, fresh_kernel_sta
 def test_kernel_ops_reject_mismatched_buffers():
     assert cpu_kernels.available()
     ops = cpu_kernels.ops()
-    bordered = torch.zeros(6, 7, 8)  # a 4 x 5 image with its one-pixel border, 8 channels
-    offset = torch.zeros(2 * 2 * 9, 4, 5)
-    cols = torch.empty(20, 9 * 8)
-    ops.columns(bordered, offset, None, cols, 2, [3, 3], [1, 1], [1, 1], [1, 1])
-    with pytest.raises(RuntimeError, match="cols must be contiguous with shape"):
-        ops.columns(bordered, offset, None, cols[:-1], 2, [3, 3], [1, 1], [1, 1], [1, 1])
+    bordered = torch.zeros(1, 6, 7, 8)  # a 4 x 5 image with its one-pixel border, 8 channels
+    offset = torch.zeros(1, 2 * 2 * 9, 4, 5)
+    weight_t = torch.zeros(9 * 8, 3)
+    out = torch.empty(1, 20, 3)
+    geometry = ([3, 3], [1, 1], [1, 1], [1, 1])
+    ops.forward(bordered, offset, None, weight_t, out, 2, *geometry)
+    with pytest.raises(RuntimeError, match="out must be contiguous with shape"):
+        ops.forward(bordered, offset, None, weight_t, out[:, :-1], 2, *geometry)
     with pytest.raises(RuntimeError, match="offset must match the input's dtype"):
-        ops.columns(bordered, offset.double(), None, cols, 2, [3, 3], [1, 1], [1, 1], [1, 1])
+        ops.forward(bordered, offset.double(), None, weight_t, out, 2, *geometry)
     with pytest.raises(RuntimeError, match="channels must divide into offset groups"):
-        ops.columns(bordered, offset, None, cols, 3, [3, 3], [1, 1], [1, 1], [1, 1])
+        ops.forward(bordered, offset, None, weight_t, out, 3, *geometry)
+    with pytest.raises(RuntimeError, match="weight_t must be"):
+        ops.forward(bordered, offset, None, weight_t[1:], out, 2, *geometry)
+    with pytest.raises(RuntimeError, match="grad_mask given without a mask"):
+        grad_out, rows = torch.zeros(1, 3, 20), weight_t.t().contiguous()
+        ops.backward(bordered, offset, None, grad_out, rows, None, None, torch.zeros(1, 18, 4, 5), None, 2, *geometry)
+
+
+def test_baseline_instruction_set_kernels_match_torchvision():
+    """The non-AVX2 build of the kernels (what CPUs without AVX2 run), forced by LGFN_DCN_NO_AVX2."""
+    script = (
+        "import torch, torchvision\n"
+        "from tests.test_deform_conv import CASES, _make, _value_and_grads\n"
+        "from lgfn.ops import cpu_kernels, deform_conv2d\n"
+        "assert cpu_kernels.available()\n"
+        "for dtype, tol in ((torch.float64, 1e-8), (torch.float32, 1e-4)):\n"
+        "    for case in (CASES['groups_nonsquare'], CASES['stride2_dilation2'], CASES['no_mask']):\n"
+        "        t, kwargs = _make(case, dtype=dtype)\n"
+        "        out, grads = _value_and_grads(deform_conv2d, t, kwargs)\n"
+        "        ref, ref_grads = _value_and_grads(torchvision.ops.deform_conv2d, t, kwargs)\n"
+        "        torch.testing.assert_close(out, ref, rtol=tol, atol=tol)\n"
+        "        for name in ref_grads:\n"
+        "            torch.testing.assert_close(grads[name], ref_grads[name], rtol=tol, atol=tol)\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "LGFN_DCN_NO_AVX2": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("mode", ["inference_mode", "no_grad", "grad"])
+def test_multithreaded_kernels_under_every_autograd_mode(mode):
+    """Images of several pixel blocks, so both threads run block GEMMs; inference tensors included."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        context = {"inference_mode": torch.inference_mode, "no_grad": torch.no_grad}.get(mode)
+        t, kwargs = _make((2, 16, 8, 24, 20, 2, (3, 3), 1, 1, 1, True), dtype=torch.float32)
+        ref = _call(torchvision.ops.deform_conv2d, t, kwargs)
+        if context is None:
+            out, grads = _value_and_grads(deform_conv2d, t, kwargs)
+            _, ref_grads = _value_and_grads(torchvision.ops.deform_conv2d, t, kwargs)
+            for name in ref_grads:
+                torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-4)
+        else:
+            with context():
+                t = {k: v.clone() for k, v in t.items()}  # inference tensors under inference_mode
+                out = _call(deform_conv2d, t, kwargs)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    finally:
+        torch.set_num_threads(threads)

@@ -139,9 +139,14 @@ def deform_conv2d(
             input, offset, weight, bias, stride=stride_, padding=padding_, dilation=dilation_, mask=mask
         )
     if fast:
-        return _DeformConvFn.apply(
-            input, offset, mask, weight, bias, stride_, padding_, dilation_, offset_groups
-        )
+        tensors = (input, offset, mask, weight, bias)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+            return _DeformConvFn.apply(
+                input, offset, mask, weight, bias, stride_, padding_, dilation_, offset_groups
+            )
+        # No gradient wanted: skip the autograd.Function and the tensors it would keep for backward.
+        geometry = ((weight.shape[2], weight.shape[3]), stride_, padding_, dilation_)
+        return _kernels_forward(input, offset, mask, weight, bias, geometry, offset_groups)[0]
     return _deform_conv2d_plain(
         input, offset, weight, bias, stride_, padding_, dilation_, mask, offset_groups, weight_groups
     )
@@ -298,43 +303,38 @@ def _use_fast_path(
     return cpu_kernels.available()
 
 
-class _DeformConvFn(torch.autograd.Function):
-    """The C++ sampling kernels (lgfn.ops.cpu_kernels) + MKL GEMMs, frame by frame (weight groups 1, CPU).
+def _kernels_forward(input, offset, mask, weight, bias, geometry, offset_groups):
+    """Output B x Cout x Ho x Wo of the C++ kernels, and the bordered input, offset, mask they read."""
+    batch = input.shape[0]
+    out_ch = weight.shape[0]
+    out_h, out_w = offset.shape[2:]
+    bordered = F.pad(input, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous()
+    offset = offset.contiguous()
+    mask = None if mask is None else mask.contiguous()
+    weight_rows = weight.permute(0, 2, 3, 1).reshape(out_ch, -1)  # (tap, channel) like the columns
+    out = input.new_empty(batch, out_h * out_w, out_ch)
+    cpu_kernels.ops().forward(bordered, offset, mask, weight_rows.t(), out, offset_groups, *geometry)
+    out = out.transpose(1, 2)
+    out = out + bias.view(1, out_ch, 1) if bias is not None else out.contiguous()
+    return out.view(batch, out_ch, out_h, out_w), bordered, offset, mask
 
-    Columns are pixel-major (P x K*Cin, tap then channel) from a channels-last copy of the input with a
-    one-pixel zero border, so the kernels never bounds-check a corner. One columns buffer serves every
-    frame (a fresh one per frame costs more in page faults than the sampling). Backward rebuilds the
-    columns inside the scatter kernel, which reads the same corners anyway, instead of keeping
-    B x P x K*Cin values alive between the passes.
+
+class _DeformConvFn(torch.autograd.Function):
+    """The C++ kernels of lgfn.ops.cpu_kernels, forward and backward (CPU, float32/64, weight groups 1).
+
+    They work on a channels-last copy of the input with a one-pixel zero border (no bounds checks per
+    corner) and go block by block over the pixels: sample a block's columns (K*Cin values per pixel, tap
+    then channel), multiply them with the weight at once, so no B x P x K*Cin buffer is ever written.
+    Backward rebuilds each block's columns inside the scatter kernel, which reads the same corners anyway.
     """
 
     @staticmethod
     def forward(ctx, input, offset, mask, weight, bias, stride, padding, dilation, offset_groups):
-        batch, in_ch, height, width = input.shape
-        out_ch, _, kh, kw = weight.shape
-        _, _, out_h, out_w = offset.shape
-        pixels, row = out_h * out_w, kh * kw * in_ch
-        kernels = cpu_kernels.ops()
-        bordered = F.pad(input, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous()
-        offset = offset.contiguous()
-        mask = None if mask is None else mask.contiguous()
-        weight_rows = weight.permute(0, 2, 3, 1).reshape(out_ch, row)  # (tap, channel) like the columns
-        geometry = ((kh, kw), stride, padding, dilation)
-        cols = input.new_empty(pixels, row)
-        frame_out = input.new_empty(pixels, out_ch)
-        out = input.new_empty(batch, out_ch, pixels)
-        for b in range(batch):
-            kernels.columns(
-                bordered[b], offset[b], None if mask is None else mask[b], cols, offset_groups, *geometry
-            )
-            # cols @ W^T then a small transpose measured faster than W @ cols^T (MKL, long M).
-            torch.mm(cols, weight_rows.t(), out=frame_out)
-            out[b].copy_(frame_out.t())
-        if bias is not None:
-            out.add_(bias.view(1, out_ch, 1))
+        geometry = ((weight.shape[2], weight.shape[3]), stride, padding, dilation)
+        out, bordered, offset, mask = _kernels_forward(input, offset, mask, weight, bias, geometry, offset_groups)
         ctx.save_for_backward(bordered, offset, mask, weight)
         ctx.meta = (offset_groups, geometry, bias is not None)
-        return out.view(batch, out_ch, out_h, out_w)
+        return out
 
     @staticmethod
     @once_differentiable
@@ -342,45 +342,22 @@ class _DeformConvFn(torch.autograd.Function):
         bordered, offset, mask, weight = ctx.saved_tensors
         offset_groups, geometry, has_bias = ctx.meta
         need_input, need_offset, need_mask, need_weight, need_bias = ctx.needs_input_grad[:5]
-        need_mask = need_mask and mask is not None
-        batch, _, _, in_ch = bordered.shape
-        out_ch, _, kh, kw = weight.shape
-        pixels, row = offset.shape[2] * offset.shape[3], kh * kw * in_ch
-        kernels = cpu_kernels.ops()
-        grad_out = grad_out.reshape(batch, out_ch, pixels).contiguous()
-        weight_rows = weight.permute(0, 2, 3, 1).reshape(out_ch, row)
-
-        grad_bias = grad_out.sum(dim=(0, 2)) if (need_bias and has_bias) else None
-        grad_rows = weight.new_zeros(out_ch, row) if need_weight else None
+        batch, out_ch = grad_out.shape[:2]
+        grad_out = grad_out.reshape(batch, out_ch, -1).contiguous()
+        weight_rows = weight.permute(0, 2, 3, 1).reshape(out_ch, -1).contiguous()
         grad_bordered = torch.zeros_like(bordered) if need_input else None
         grad_offset = torch.empty_like(offset) if need_offset else None
-        grad_mask = torch.empty_like(mask) if need_mask else None
-        cols = bordered.new_empty(pixels, row) if need_weight else None
-        grad_cols = bordered.new_empty(pixels, row)
-        for b in range(batch):
-            frame_mask = None if mask is None else mask[b]
-            if need_input or need_offset or need_mask:
-                torch.mm(grad_out[b].t(), weight_rows, out=grad_cols)
-                kernels.columns_backward(
-                    bordered[b],
-                    offset[b],
-                    frame_mask,
-                    grad_cols,
-                    None if grad_bordered is None else grad_bordered[b],
-                    None if grad_offset is None else grad_offset[b],
-                    None if grad_mask is None else grad_mask[b],
-                    cols,
-                    offset_groups,
-                    *geometry,
-                )
-            elif need_weight:
-                kernels.columns(bordered[b], offset[b], frame_mask, cols, offset_groups, *geometry)
-            if need_weight:
-                grad_rows.addmm_(grad_out[b], cols)
-        grad_input = None
+        grad_mask = torch.empty_like(mask) if (need_mask and mask is not None) else None
+        grad_rows = torch.zeros_like(weight_rows) if need_weight else None
+        cpu_kernels.ops().backward(
+            bordered, offset, mask, grad_out, weight_rows, grad_bordered, grad_offset, grad_mask, grad_rows,
+            offset_groups, *geometry,
+        )  # fmt: skip
+        grad_input = grad_weight = None
         if grad_bordered is not None:
             grad_input = grad_bordered[:, 1:-1, 1:-1].permute(0, 3, 1, 2).contiguous()
-        grad_weight = None
         if grad_rows is not None:
+            _, in_ch, kh, kw = weight.shape
             grad_weight = grad_rows.view(out_ch, kh, kw, in_ch).permute(0, 3, 1, 2).contiguous()
+        grad_bias = grad_out.sum(dim=(0, 2)) if (need_bias and has_bias) else None
         return grad_input, grad_offset, grad_mask, grad_weight, grad_bias, None, None, None, None

@@ -25,68 +25,66 @@ struct Lanes {
   }
 };
 
-// cols[p, k, grp*cg : (grp+1)*cg] for pixels [p_begin, p_end): the masked bilinear samples of every group.
+// Columns of pixels [p_begin, p_end): row p - p_begin of `cols` holds, for every tap k and group, the
+// group's Cg channels sampled bilinearly at the tap's offset position and scaled by its mask.
 template <typename T>
-void columns_kernel(const T* input, const T* offset, const T* mask, T* cols, const Geometry& g,
-                    int64_t p_begin, int64_t p_end) {
+void columns_kernel(const T* input, const T* offset, const T* mask, T* cols, const Geometry& g, int64_t p_begin,
+                    int64_t p_end) {
   using L = Lanes<T>;
   const int64_t taps = g.taps(), pixels = g.pixels(), channels = g.channels, cg = g.group_channels();
   const int64_t row_stride = (g.width + 2) * channels;
   const TapTable tap(g);
-  // Offsets and masks are tap-major rows of P values: with pixels innermost each (tap, group) reads its
-  // rows sequentially, and a block's columns (kPixelBlock x K*C) stay in cache while they are filled.
-  for (int64_t block = p_begin; block < p_end; block += kPixelBlock) {
-    const int64_t block_end = std::min(block + kPixelBlock, p_end);
-    for (int64_t k = 0; k < taps; ++k) {
-      for (int64_t grp = 0; grp < g.groups; ++grp) {
-        const int64_t idx = grp * taps + k;
-        const T* off_y = offset + (2 * idx) * pixels;
-        const T* off_x = offset + (2 * idx + 1) * pixels;
-        const T* msk = mask ? mask + idx * pixels : nullptr;
-        int64_t oh = block / g.out_w, ow = block % g.out_w;
-        for (int64_t p = block; p < block_end; ++p, ++ow) {
-          if (ow == g.out_w) ow = 0, ++oh;
-          const T y = T(oh * g.stride_h - g.pad_h + tap.dy[k]) + off_y[p];
-          const T x = T(ow * g.stride_w - g.pad_w + tap.dx[k]) + off_x[p];
-          T* dst = cols + (p * taps + k) * channels + grp * cg;
-          const Corners<T> c(y, x, g);
-          if (!c.inside) {
-            std::fill(dst, dst + cg, T(0));
-            continue;
-          }
-          const T m = msk ? msk[p] : T(1);
-          const T w0 = c.w00 * m, w1 = c.w01 * m, w2 = c.w10 * m, w3 = c.w11 * m;
-          const T* a = input + c.top_left + grp * cg;
-          const T* b = a + channels;
-          const T* d = a + row_stride;
-          const T* e = d + channels;
-          int64_t ch = 0;
-          for (; ch + L::kLanes <= cg; ch += L::kLanes) {
-            L::store(dst + ch, w0 * L::load(a + ch) + w1 * L::load(b + ch) + w2 * L::load(d + ch) +
-                                   w3 * L::load(e + ch));
-          }
-          for (; ch < cg; ++ch) dst[ch] = w0 * a[ch] + w1 * b[ch] + w2 * d[ch] + w3 * e[ch];
+  // Offsets and masks are tap-major rows of P values: with pixels innermost each (tap, group) reads its rows
+  // sequentially; the caller keeps [p_begin, p_end) small so the block's columns stay in cache.
+  for (int64_t k = 0; k < taps; ++k) {
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
+      const int64_t idx = grp * taps + k;
+      const T* off_y = offset + (2 * idx) * pixels;
+      const T* off_x = offset + (2 * idx + 1) * pixels;
+      const T* msk = mask ? mask + idx * pixels : nullptr;
+      int64_t oh = p_begin / g.out_w, ow = p_begin % g.out_w;
+      for (int64_t p = p_begin; p < p_end; ++p, ++ow) {
+        if (ow == g.out_w) ow = 0, ++oh;
+        const T y = T(oh * g.stride_h - g.pad_h + tap.dy[k]) + off_y[p];
+        const T x = T(ow * g.stride_w - g.pad_w + tap.dx[k]) + off_x[p];
+        T* dst = cols + ((p - p_begin) * taps + k) * channels + grp * cg;
+        const Corners<T> c(y, x, g);
+        if (!c.inside) {
+          std::fill(dst, dst + cg, T(0));
+          continue;
         }
+        const T m = msk ? msk[p] : T(1);
+        const T w0 = c.w00 * m, w1 = c.w01 * m, w2 = c.w10 * m, w3 = c.w11 * m;
+        const T* a = input + c.top_left + grp * cg;
+        const T* b = a + channels;
+        const T* d = a + row_stride;
+        const T* e = d + channels;
+        int64_t ch = 0;
+        for (; ch + L::kLanes <= cg; ch += L::kLanes) {
+          L::store(dst + ch, w0 * L::load(a + ch) + w1 * L::load(b + ch) + w2 * L::load(d + ch) +
+                                 w3 * L::load(e + ch));
+        }
+        for (; ch < cg; ++ch) dst[ch] = w0 * a[ch] + w1 * b[ch] + w2 * d[ch] + w3 * e[ch];
       }
     }
   }
 }
 
-// The transpose of columns_kernel for groups [grp_begin, grp_end): scatter-adds grad_cols into grad_input
-// (bordered like the input; each group owns its channels, so threads split by group need no atomics) and
-// writes the offset and mask gradients. It reads the same corners as the forward, so it can also rebuild the
-// forward's columns into `cols` for the weight gradient at the cost of a store. Any output may be null.
+// The transpose of columns_kernel for pixels [p_begin, p_end) (grad_cols and cols hold rows p - p_begin):
+// scatter-adds grad_cols into grad_input (bordered like the input) and writes the offset and mask gradients.
+// It reads the same corners as the forward, so it also rebuilds the forward's columns into `cols` for the
+// weight gradient at the cost of a store. Any output may be null.
 template <typename T>
 void columns_backward_kernel(const T* input, const T* offset, const T* mask, const T* grad_cols, T* grad_input,
-                             T* grad_offset, T* grad_mask, T* cols, const Geometry& g, int64_t grp_begin,
-                             int64_t grp_end) {
+                             T* grad_offset, T* grad_mask, T* cols, const Geometry& g, int64_t p_begin,
+                             int64_t p_end) {
   using L = Lanes<T>;
   using vec = typename L::vec;
   const int64_t taps = g.taps(), pixels = g.pixels(), channels = g.channels, cg = g.group_channels();
   const int64_t row_stride = (g.width + 2) * channels;
   const TapTable tap(g);
-  for (int64_t grp = grp_begin; grp < grp_end; ++grp) {
-    for (int64_t k = 0; k < taps; ++k) {
+  for (int64_t k = 0; k < taps; ++k) {
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
       const int64_t idx = grp * taps + k;
       const T* off_y = offset + (2 * idx) * pixels;
       const T* off_x = offset + (2 * idx + 1) * pixels;
@@ -94,13 +92,14 @@ void columns_backward_kernel(const T* input, const T* offset, const T* mask, con
       T* grad_y = grad_offset ? grad_offset + (2 * idx) * pixels : nullptr;
       T* grad_x = grad_offset ? grad_offset + (2 * idx + 1) * pixels : nullptr;
       T* grad_m = grad_mask ? grad_mask + idx * pixels : nullptr;
-      int64_t oh = 0, ow = 0;
-      for (int64_t p = 0; p < pixels; ++p, ++ow) {
+      int64_t oh = p_begin / g.out_w, ow = p_begin % g.out_w;
+      for (int64_t p = p_begin; p < p_end; ++p, ++ow) {
         if (ow == g.out_w) ow = 0, ++oh;
         const T y = T(oh * g.stride_h - g.pad_h + tap.dy[k]) + off_y[p];
         const T x = T(ow * g.stride_w - g.pad_w + tap.dx[k]) + off_x[p];
         const Corners<T> c(y, x, g);
-        T* col = cols ? cols + (p * taps + k) * channels + grp * cg : nullptr;
+        const int64_t at = ((p - p_begin) * taps + k) * channels + grp * cg;
+        T* col = cols ? cols + at : nullptr;
         if (!c.inside) {
           if (grad_offset) grad_y[p] = grad_x[p] = T(0);
           if (grad_m) grad_m[p] = T(0);
@@ -119,7 +118,7 @@ void columns_backward_kernel(const T* input, const T* offset, const T* mask, con
           dst[2] = dst[0] + row_stride;
           dst[3] = dst[2] + channels;
         }
-        const T* gv = grad_cols + (p * taps + k) * channels + grp * cg;
+        const T* gv = grad_cols + at;
         const T hy = c.hy, hx = c.hx, ly = c.ly, lx = c.lx;
         const T w0 = c.w00, w1 = c.w01, w2 = c.w10, w3 = c.w11;
         vec sum_value = {}, sum_dy = {}, sum_dx = {};
