@@ -70,8 +70,18 @@ def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MB (Linux reports KB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process so far, MB.
+
+    Linux's VmHWM belongs to the process's own address space. getrusage's ru_maxrss is not enough for
+    `run_isolated`: it survives fork + exec, so a child would report at least the parent's RSS at fork.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KB
 
 
 def run_isolated(module: str, function: str, **kwargs) -> dict:
