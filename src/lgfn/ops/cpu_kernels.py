@@ -1,7 +1,8 @@
 """The C++ sampling kernels of the CPU deformable convolution (csrc/), built on first use and cached.
 
-`torch.utils.cpp_extension.load` compiles csrc/deform_conv_cpu.cpp once per source version (about 15 s on
-2 cores) into TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions) and registers `torch.ops.lgfn_dcn`.
+`torch.utils.cpp_extension.load` compiles csrc/deform_conv_cpu.cpp once per source and torch version (about
+15 s on 2 cores) into TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions) and registers
+`torch.ops.lgfn_dcn`.
 `make install` builds it up front (`python -m lgfn.ops`). When the build is impossible (no C++
 compiler, no ninja) or LGFN_DCN_KERNELS=0, `available()` is False and `deform_conv2d` uses its pure-PyTorch
 path, with one warning saying why.
@@ -13,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -23,6 +25,7 @@ __all__ = ["ENV_SWITCH", "available", "build", "ops"]
 ENV_SWITCH = "LGFN_DCN_KERNELS"
 _SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
 _NAME = "lgfn_dcn_cpu"
+_STALE_LOCK_SECONDS = 600
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -30,6 +33,26 @@ _state: dict[str, object] = {}
 
 def _disabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def build_directory() -> Path:
+    """Where the build lives: one folder per torch version (torch's own cache key ignores it, and a
+    library built against other torch headers would fail to load)."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    tag = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in torch.__version__)
+    return Path(get_default_build_root()) / f"{_NAME}-torch{tag}"
+
+
+def _clear_stale_lock(folder: Path) -> None:
+    # torch waits forever on the lock file of a build that was killed; a real build takes seconds.
+    lock = folder / "lock"
+    try:
+        if lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_SECONDS:
+            _log.warning("removing the stale build lock %s (a killed build left it)", lock)
+            lock.unlink()
+    except OSError:
+        pass
 
 
 def build(verbose: bool = False) -> None:
@@ -43,12 +66,16 @@ def build(verbose: bool = False) -> None:
     finally:
         cpp_log.setLevel(level)
 
+    folder = build_directory()
+    folder.mkdir(parents=True, exist_ok=True)
+    _clear_stale_lock(folder)
     load(
         name=_NAME,
         sources=[str(_SOURCE_DIR / "deform_conv_cpu.cpp")],
         extra_include_paths=[str(_SOURCE_DIR)],
         extra_cflags=["-O3", "-fopenmp"],
         extra_ldflags=["-fopenmp"],
+        build_directory=str(folder),
         is_python_module=False,
         verbose=verbose,
     )
@@ -101,5 +128,5 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001
         print(f"error: could not build the C++ deformable-conv kernels: {exc}", file=sys.stderr)
         return 1
-    print(f"C++ deformable-conv kernels ready (torch.ops.lgfn_dcn, sources {_SOURCE_DIR})")
+    print(f"C++ deformable-conv kernels ready (torch.ops.lgfn_dcn, built in {build_directory()})")
     return 0
