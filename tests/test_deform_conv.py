@@ -358,5 +358,7 @@ def test_stale_build_lock_is_cleared_but_a_live_one_is_kept(tmp_path):
     assert not lock.exists()
 
 
-def test_build_directory_is_per_torch_version():
+def test_build_directory_is_per_torch_version_under_torch_extensions_dir(monkeypatch, tmp_path):
     assert cpu_kernels.build_directory().name.endswith(torch.__version__.replace("+", "_"))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    assert cpu_kernels.build_directory().parent == tmp_path

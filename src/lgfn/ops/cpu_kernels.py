@@ -40,8 +40,9 @@ def build_directory() -> Path:
     library built against other torch headers would fail to load)."""
     from torch.utils.cpp_extension import get_default_build_root
 
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
     tag = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in torch.__version__)
-    return Path(get_default_build_root()) / f"{_NAME}-torch{tag}"
+    return Path(root).expanduser() / f"{_NAME}-torch{tag}"
 
 
 def _clear_stale_lock(folder: Path) -> None:
