@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -344,18 +343,6 @@ def test_multithreaded_kernels_under_every_autograd_mode(mode):
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     finally:
         torch.set_num_threads(threads)
-
-
-def test_stale_build_lock_is_cleared_but_a_live_one_is_kept(tmp_path):
-    """A build killed mid-way leaves torch's lock file behind, and torch would wait on it forever."""
-    lock = tmp_path / "lock"
-    lock.write_text("")
-    cpu_kernels._clear_stale_lock(tmp_path)
-    assert lock.exists()  # a build may be running right now
-    old = time.time() - cpu_kernels._STALE_LOCK_SECONDS - 60
-    os.utime(lock, (old, old))
-    cpu_kernels._clear_stale_lock(tmp_path)
-    assert not lock.exists()
 
 
 def test_build_directory_is_per_torch_version_under_torch_extensions_dir(monkeypatch, tmp_path):

@@ -14,7 +14,6 @@ import logging
 import os
 import sys
 import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -25,7 +24,6 @@ __all__ = ["ENV_SWITCH", "available", "build", "ops"]
 ENV_SWITCH = "LGFN_DCN_KERNELS"
 _SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
 _NAME = "lgfn_dcn_cpu"
-_STALE_LOCK_SECONDS = 600
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -45,17 +43,6 @@ def build_directory() -> Path:
     return Path(root).expanduser() / f"{_NAME}-torch{tag}"
 
 
-def _clear_stale_lock(folder: Path) -> None:
-    # torch waits forever on the lock file of a build that was killed; a real build takes seconds.
-    lock = folder / "lock"
-    try:
-        if lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_SECONDS:
-            _log.warning("removing the stale build lock %s (a killed build left it)", lock)
-            lock.unlink()
-    except OSError:
-        pass
-
-
 def build(verbose: bool = False) -> None:
     """Compile (or load the cached build of) the kernels; raises if that is impossible here."""
     # Importing cpp_extension logs "No CUDA runtime is found" on CPU-only machines: irrelevant for a CPU op.
@@ -68,8 +55,7 @@ def build(verbose: bool = False) -> None:
         cpp_log.setLevel(level)
 
     folder = build_directory()
-    folder.mkdir(parents=True, exist_ok=True)
-    _clear_stale_lock(folder)
+    folder.mkdir(parents=True, exist_ok=True)  # torch serialises concurrent builds with an OS file lock
     load(
         name=_NAME,
         sources=[str(_SOURCE_DIR / "deform_conv_cpu.cpp")],
