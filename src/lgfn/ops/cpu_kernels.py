@@ -1,9 +1,8 @@
 """The C++ sampling kernels of the CPU deformable convolution (csrc/), built on first use and cached.
 
 `torch.utils.cpp_extension.load` compiles csrc/deform_conv_cpu.cpp once per source and torch version (about
-15 s on 2 cores) into TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions) and registers
-`torch.ops.lgfn_dcn`.
-`make install` builds it up front (`python -m lgfn.ops`). When the build is impossible (no C++
+15 s on 2 cores) into a folder under TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions) and registers
+`torch.ops.lgfn_dcn`. `make install` builds it up front (`python -m lgfn.ops`). When the build is impossible (no C++
 compiler, no ninja) or LGFN_DCN_KERNELS=0, `available()` is False and `deform_conv2d` uses its pure-PyTorch
 path, with one warning saying why.
 """
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ENV_SWITCH", "available", "build", "ops"]
+__all__ = ["ENV_SWITCH", "available", "build", "build_directory", "ops"]
 
 ENV_SWITCH = "LGFN_DCN_KERNELS"
 _SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
