@@ -349,3 +349,28 @@ def test_build_directory_is_per_torch_version_under_torch_extensions_dir(monkeyp
     assert cpu_kernels.build_directory().name.endswith(torch.__version__.replace("+", "_"))
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     assert cpu_kernels.build_directory().parent == tmp_path
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_samples_just_inside_the_bottom_right_edge(dtype):
+    """y, x a hair below H, W: 4 - 2^-22 is a float32, 5 - 2^-22 is not (it rounds to 5 = H + 1), which
+    once put the lower corners past the zero border: garbage in the offset gradient."""
+    h, w = 4, 4
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 8, h, w, generator=gen, dtype=dtype)
+    weight = torch.randn(4, 8, 3, 3, generator=gen, dtype=dtype)
+    mask = torch.rand(1, 2 * 9, h, w, generator=gen, dtype=dtype)
+    tap_y = torch.div(torch.arange(9), 3, rounding_mode="floor").to(dtype).view(9, 1, 1)
+    rows = torch.arange(h, dtype=dtype).view(h, 1) - 1 + tap_y  # padding 1
+    cols = torch.arange(w, dtype=dtype).view(1, w) - 1 + (torch.arange(9) % 3).to(dtype).view(9, 1, 1)
+    eps = 2.0**-22
+    # every tap of every pixel samples at (H - eps, W - eps)
+    offset = torch.stack([((h - eps) - rows).expand(9, h, w), ((w - eps) - cols).expand(9, h, w)], dim=1)
+    offset = offset.expand(9, 2, h, w).repeat(2, 1, 1, 1).reshape(1, 2 * 2 * 9, h, w).contiguous()
+    t = {"input": x, "offset": offset, "weight": weight, "bias": None, "mask": mask}
+    out, grads = _value_and_grads(deform_conv2d, t, {"padding": 1})
+    ref, ref_grads = _value_and_grads(torchvision.ops.deform_conv2d, t, {"padding": 1})
+    tol = 1e-5 if dtype == torch.float32 else 1e-9
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=tol, atol=tol, msg=f"grad of {name}")

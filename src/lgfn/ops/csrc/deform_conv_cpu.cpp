@@ -43,11 +43,13 @@ struct Corners {
   Corners(T y, T x, const Geometry& g) {
     inside = y > T(-1) && y < T(g.height) && x > T(-1) && x < T(g.width);
     if (!inside) return;
-    // y, x > -1 here, so truncating y + 1 gives floor(y) + 1, the row in the bordered image.
-    const int64_t row = static_cast<int64_t>(y + T(1)), col = static_cast<int64_t>(x + T(1));
-    top_left = (row * (g.width + 2) + col) * g.channels;
-    ly = y + T(1) - T(row);
-    lx = x + T(1) - T(col);
+    // floor(y) for y > -1 without libm: truncation, or -1 below 0. Not by truncating y + 1: for y just
+    // below H, y + 1 rounds up to H + 1 and the lower corner would fall outside the border.
+    const int64_t y0 = y >= T(0) ? static_cast<int64_t>(y) : -1;
+    const int64_t x0 = x >= T(0) ? static_cast<int64_t>(x) : -1;
+    top_left = ((y0 + 1) * (g.width + 2) + (x0 + 1)) * g.channels;  // corner (y0, x0) in the bordered image
+    ly = y - T(y0);
+    lx = x - T(x0);
     hy = T(1) - ly;
     hx = T(1) - lx;
     w00 = hy * hx;
