@@ -139,13 +139,11 @@ def deform_conv2d(
             input, offset, weight, bias, stride=stride_, padding=padding_, dilation=dilation_, mask=mask
         )
     if fast:
+        geometry = ((weight.shape[2], weight.shape[3]), stride_, padding_, dilation_)
         tensors = (input, offset, mask, weight, bias)
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-            return _DeformConvFn.apply(
-                input, offset, mask, weight, bias, stride_, padding_, dilation_, offset_groups
-            )
+            return _DeformConvFn.apply(input, offset, mask, weight, bias, geometry, offset_groups)
         # No gradient wanted: skip the autograd.Function and the tensors it would keep for backward.
-        geometry = ((weight.shape[2], weight.shape[3]), stride_, padding_, dilation_)
         return _kernels_forward(input, offset, mask, weight, bias, geometry, offset_groups)[0]
     return _deform_conv2d_plain(
         input, offset, weight, bias, stride_, padding_, dilation_, mask, offset_groups, weight_groups
@@ -329,8 +327,7 @@ class _DeformConvFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, input, offset, mask, weight, bias, stride, padding, dilation, offset_groups):
-        geometry = ((weight.shape[2], weight.shape[3]), stride, padding, dilation)
+    def forward(ctx, input, offset, mask, weight, bias, geometry, offset_groups):
         out, bordered, offset, mask = _kernels_forward(input, offset, mask, weight, bias, geometry, offset_groups)
         ctx.save_for_backward(bordered, offset, mask, weight)
         ctx.meta = (offset_groups, geometry, bias is not None)
@@ -360,4 +357,4 @@ class _DeformConvFn(torch.autograd.Function):
             _, in_ch, kh, kw = weight.shape
             grad_weight = grad_rows.view(out_ch, kh, kw, in_ch).permute(0, 3, 1, 2).contiguous()
         grad_bias = grad_out.sum(dim=(0, 2)) if (need_bias and has_bias) else None
-        return grad_input, grad_offset, grad_mask, grad_weight, grad_bias, None, None, None, None
+        return grad_input, grad_offset, grad_mask, grad_weight, grad_bias, None, None
