@@ -29,7 +29,7 @@ bench: install
 	$(BIN)/python benchmarks/run.py
 
 sweep: install
-	OMP_NUM_THREADS=1 $(BIN)/python train.py -m hydra/launcher=joblib experiment=full,ablation_no_dmdcu,ablation_lfm,ablation_gfm \
+	OMP_NUM_THREADS=1 $(BIN)/python train.py -m hydra/launcher=joblib experiment=full,ablation_no_dmdcu,ablation_lfm,ablation_gfm,ablation_single_frame \
 		model=lgfn_small data=builtin trainer=cpu data.num_workers=0 \
 		trainer.max_epochs=-1 trainer.max_steps=$(SWEEP_STEPS) trainer.val_check_interval=$(SWEEP_STEPS) trainer.check_val_every_n_epoch=null
 

@@ -47,6 +47,7 @@ class LitLGFN(L.LightningModule):
         nan_policy: str = "raise",
         offset_warn: float = 50.0,
         log_images: int = 2,
+        temporal_gain: bool = True,
     ) -> None:
         super().__init__()
         for key, value, allowed in (
@@ -141,14 +142,23 @@ class LitLGFN(L.LightningModule):
         bic = imresize(centre, 4).clamp(0, 1)[..., : hr.shape[-2], : hr.shape[-1]]
         sr = sr[..., : hr.shape[-2], : hr.shape[-1]]
         border = self.hparams.crop_border
-        values = torch.stack(
-            [psnr_y(sr, hr, border), ssim_y(sr, hr, border), psnr_y(bic, hr, border), ssim_y(bic, hr, border)], 1
-        )
+        psnr = psnr_y(sr, hr, border)
+        metrics = [psnr, ssim_y(sr, hr, border), psnr_y(bic, hr, border), ssim_y(bic, hr, border)]
+        # What the neighbours buy: the same window with every neighbour replaced by the centre frame.
+        gain = torch.full_like(psnr, math.nan)
+        if self.hparams.temporal_gain:
+            gain = psnr - psnr_y(self._centre_only_sr(lr)[..., : hr.shape[-2], : hr.shape[-1]], hr, border)
+        values = torch.stack([*metrics, gain], 1)
         for i in range(hr.shape[0]):
             clip, frame, index = batch["clip"][i], int(batch["frame"][i]), int(batch["index"][i])
             self._records[stage].append((index, clip, frame, *values[i].tolist()))
         if stage == "val" and batch_idx < self.hparams.log_images:
             self._log_crops(sr[0], bic[0], hr[0], f"{stage}/sample_{batch_idx}")
+
+    def _centre_only_sr(self, lr: torch.Tensor) -> torch.Tensor:
+        """SR of ``lr`` (B x N x 3 x h x w) with every frame replaced by the centre one, clamped to [0, 1]."""
+        centre = lr[:, lr.shape[1] // 2 : lr.shape[1] // 2 + 1]
+        return self(centre.expand_as(lr).contiguous()).clamp(0, 1)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val", batch_idx)
@@ -176,7 +186,7 @@ class LitLGFN(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         mode = getattr(dm, "average", "clip") or "clip"
         name = getattr(dm, "test_name", "test")
-        per = {k: {} for k in ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic")}
+        per = {k: {} for k in ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "temporal_gain")}
         for _, clip, frame, *vals in records:
             for key, v in zip(per, vals, strict=True):
                 per[key].setdefault(clip, {})[frame] = v
@@ -192,11 +202,19 @@ class LitLGFN(L.LightningModule):
                 c: {"psnr": clip_means["psnr"][c], "ssim": clip_means["ssim"][c], "frames": frames[c]} for c in frames
             },
             "average": {"psnr": averages["psnr"], "ssim": averages["ssim"]},
+            "temporal_gain_definition": "dB: PSNR-Y of the real window minus PSNR-Y of the window with every "
+            "neighbour replaced by the centre frame (same averaging as psnr)",
             "bicubic": {
                 "clips": {c: {"psnr": clip_means["psnr_bicubic"][c], "ssim": clip_means["ssim_bicubic"][c]} for c in frames},
                 "average": {"psnr": averages["psnr_bicubic"], "ssim": averages["ssim_bicubic"]},
             },
         }
+        if self.hparams.temporal_gain:
+            for c in frames:
+                result["clips"][c]["temporal_gain"] = clip_means["temporal_gain"][c]
+            result["average"]["temporal_gain"] = averages["temporal_gain"]
+        else:
+            del result["temporal_gain_definition"]
         groups = getattr(dm, "test_groups", None) or {}
         if groups:
             result["groups"] = {}
@@ -208,6 +226,9 @@ class LitLGFN(L.LightningModule):
                         "psnr": average_per_clip(sel, mode=mode)[1],
                         "ssim": average_per_clip(sel_s, mode=mode)[1],
                     }
+                    if self.hparams.temporal_gain:
+                        sel_g = {c: per["temporal_gain"][c] for c in clips if c in per["temporal_gain"]}
+                        result["groups"][g]["temporal_gain"] = average_per_clip(sel_g, mode=mode)[1]
         return result
 
     def on_validation_epoch_end(self) -> None:
@@ -219,9 +240,12 @@ class LitLGFN(L.LightningModule):
             ("ssim", res["average"]["ssim"]),
             ("psnr_bicubic", res["bicubic"]["average"]["psnr"]),
             ("ssim_bicubic", res["bicubic"]["average"]["ssim"]),
+            ("temporal_gain", res["average"].get("temporal_gain")),
         ):
+            if value is None:
+                continue
             # Every rank holds the same gathered value, so no sync is needed.
-            self.log(f"val/{key}", value, prog_bar=key == "psnr", sync_dist=False)
+            self.log(f"val/{key}", value, prog_bar=key in ("psnr", "temporal_gain"), sync_dist=False)
 
     def on_test_epoch_end(self) -> None:
         res = self._summarise("test")
@@ -232,11 +256,13 @@ class LitLGFN(L.LightningModule):
             ("ssim", res["average"]["ssim"]),
             ("psnr_bicubic", res["bicubic"]["average"]["psnr"]),
             ("ssim_bicubic", res["bicubic"]["average"]["ssim"]),
+            ("temporal_gain", res["average"].get("temporal_gain")),
         ):
-            self.log(f"{name}/{key}", value, sync_dist=False)
+            if value is not None:
+                self.log(f"{name}/{key}", value, sync_dist=False)
         for g, vals in res.get("groups", {}).items():
-            self.log(f"{name}/{g}/psnr", vals["psnr"], sync_dist=False)
-            self.log(f"{name}/{g}/ssim", vals["ssim"], sync_dist=False)
+            for key, value in vals.items():
+                self.log(f"{name}/{g}/{key}", value, sync_dist=False)
 
     # ------------------------------------------------------------------ logging helpers
     def _log_crops(self, sr: torch.Tensor, bic: torch.Tensor, hr: torch.Tensor, key: str, size: int = 128) -> None:
@@ -246,12 +272,15 @@ class LitLGFN(L.LightningModule):
         top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
         crops = [t[:, top : top + size, left : left + size].detach().float().cpu() for t in (sr, bic, hr)]
         grid = torch.cat(crops, dim=-1)  # SR | bicubic | GT side by side
+        # 8-bit, rounded as the metrics round: W&B stores float arrays as 8-bit without scaling (black images).
+        u8 = grid.clamp(0, 1).mul(255).round().to(torch.uint8)
         for logger in self.loggers:
             name = type(logger).__name__
             if name == "WandbLogger":
-                logger.log_image(key=key, images=[grid], caption=["LGFN | bicubic | GT"], step=self.global_step)
+                logger.log_image(key=key, images=[u8.permute(1, 2, 0).numpy()], caption=["LGFN | bicubic | GT"],
+                                 step=self.global_step)
             elif name == "TensorBoardLogger":
-                logger.experiment.add_image(key, grid, self.global_step)
+                logger.experiment.add_image(key, u8.numpy(), self.global_step, dataformats="CHW")
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -69,6 +69,7 @@ class VSRDataModule(LightningDataModule):
         seed: int = 0,
         train_repeat: int = 1,
         cache_frames: bool | None = None,
+        centre_only: bool = False,
     ):
         super().__init__()
         # Cheap argument checks at construction, so a bad config fails before any disk access.
@@ -105,6 +106,8 @@ class VSRDataModule(LightningDataModule):
             seed,
         )
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        # Every window is the centre frame repeated (train and test): the single-frame ablation.
+        self.centre_only = bool(centre_only)
         # Small sets are kept in memory (8-bit) after the first read, so degradation runs once per frame.
         self.cache_frames = name == "builtin" if cache_frames is None else bool(cache_frames)
         # Attributes the LightningModule reads.
@@ -164,6 +167,7 @@ class VSRDataModule(LightningDataModule):
             scale=self.scale,
             skip_edge_frames=self.skip_edge_frames,
             cache_frames=self.cache_frames,
+            centre_only=self.centre_only,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -196,6 +200,7 @@ class VSRDataModule(LightningDataModule):
                 temporal_reverse=self.temporal_reverse,
                 repeat=self.train_repeat,
                 cache_frames=self.cache_frames,
+                centre_only=self.centre_only,
             )
 
     # ------------------------------------------------------------------ loaders

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from lgfn.data.io import read_image
 from lgfn.data.layouts import Clip
-from lgfn.data.windows import canonical_padding, check_num_frames, frame_indices
+from lgfn.data.windows import canonical_padding, centre_only_indices, check_num_frames, frame_indices
 from lgfn.degradation import DEGRADATIONS, crop_to_multiple, degrade, quantize_8bit
 
 
@@ -61,6 +61,13 @@ def load_window(
     return torch.stack([lr_frames[j] for j in idxs]).contiguous(), hr_frames[centre]
 
 
+def _window(ds: VSRTestDataset | VSRTrainDataset, t: int, length: int) -> list[int]:
+    """Frame indices of the window around ``t`` (``centre_only``: the centre repeated)."""
+    if ds.centre_only:
+        return centre_only_indices(t, ds.num_frames)
+    return frame_indices(t, ds.num_frames, length, ds.padding)
+
+
 def _to_u8(x: torch.Tensor) -> torch.Tensor:
     # Frames are 8-bit on disk (or rounded to 8 bits when degraded), so this is lossless.
     return x.mul(255).round_().to(torch.uint8)
@@ -79,10 +86,12 @@ class VSRTestDataset(Dataset):
         scale: int = 4,
         skip_edge_frames: bool = False,
         cache_frames: bool = False,
+        centre_only: bool = False,
     ):
         self.padding = _check_common(clips, num_frames, padding, degradation, scale)
         self.cache: dict | None = {} if cache_frames else None
         self.clips, self.num_frames, self.degradation, self.scale = clips, num_frames, degradation, scale
+        self.centre_only = bool(centre_only)
         self.items: list[tuple[int, int]] = []
         for ci, c in enumerate(clips):
             if c.centre is not None:
@@ -103,8 +112,7 @@ class VSRTestDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         ci, t = self.items[index]
         clip = self.clips[ci]
-        idxs = frame_indices(t, self.num_frames, len(clip), self.padding)
-        lr, hr = load_window(clip, idxs, self.degradation, self.scale, self.cache)
+        lr, hr = load_window(clip, _window(self, t, len(clip)), self.degradation, self.scale, self.cache)
         return {"lr": lr, "hr": hr, "clip": clip.name, "frame": t, "index": index}
 
 
@@ -124,9 +132,11 @@ class VSRTrainDataset(Dataset):
         temporal_reverse: bool = False,
         repeat: int = 1,
         cache_frames: bool = False,
+        centre_only: bool = False,
     ):
         self.padding = _check_common(clips, num_frames, padding, degradation, scale)
         self.cache: dict | None = {} if cache_frames else None
+        self.centre_only = bool(centre_only)
         if not isinstance(patch_size, int) or patch_size < scale or patch_size % scale:
             raise ValueError(
                 f"data.patch_size must be a positive multiple of the scale {scale} (HR pixels), got {patch_size!r}"
@@ -165,8 +175,7 @@ class VSRTrainDataset(Dataset):
             gen = torch.Generator().manual_seed(int(sample_seed))
         ci, t = self.items[index % len(self.items)]
         clip = self.clips[ci]
-        idxs = frame_indices(t, self.num_frames, len(clip), self.padding)
-        lr, hr = load_window(clip, idxs, self.degradation, self.scale, self.cache)
+        lr, hr = load_window(clip, _window(self, t, len(clip)), self.degradation, self.scale, self.cache)
         s, lp = self.scale, self.patch_size // self.scale
         h, w = lr.shape[-2:]
         if h < lp or w < lp:

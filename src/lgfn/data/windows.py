@@ -4,6 +4,10 @@ Padding names follow BasicSR's ``generate_frame_indices`` (mmagic alike). For ce
 5-frame window: ``replicate`` [0,0,0,1,2], ``reflection`` [2,1,0,1,2], ``reflection_circle``
 [4,3,0,1,2] (the LGFN release; ``mirror`` is an alias), ``circle`` [3,4,0,1,2]; the clip end is
 symmetric.
+
+``centre_only`` windows hold the centre frame ``num_frames`` times: the same network, the same
+compute, none of the neighbours' information (``experiment=ablation_single_frame``; the
+temporal-gain metric runs every evaluated window this way too).
 """
 
 from __future__ import annotations
@@ -57,3 +61,9 @@ def frame_indices(center: int, num_frames: int, length: int, padding: str) -> li
             j = i
         out.append(j)
     return out
+
+
+def centre_only_indices(center: int, num_frames: int) -> list[int]:
+    """The window of ``centre_only`` data: the centre frame repeated ``num_frames`` times."""
+    check_num_frames(num_frames)
+    return [center] * num_frames
