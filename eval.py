@@ -14,6 +14,7 @@ from lgfn import runner
 
 def evaluate(cfg: DictConfig) -> dict:
     runner.validate_config(cfg)
+    runner.adopt_release_sizes(cfg)  # the authors' release as ckpt_path: the paper-size LGFN
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,8 +49,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for truncated / unsafe pickles
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"cannot load checkpoint {path}: {first} (loading uses weights_only=True; a truncated file or one "
-            "that needs arbitrary code is refused)"
-        ) from None
+        raise ValueError(f"cannot load checkpoint {path}: {describe_load_error(e)}") from None
+
+
+def describe_load_error(e: BaseException) -> str:
+    """One line for a failed ``torch.load(weights_only=True)``; never the advice to load it unrestricted."""
+    text = str(e)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)|unsupported GLOBAL (\S+)", text)
+    if found:
+        return (f"the file holds code or objects that are not weights ({found[1] or found[2]}) and was not "
+                "loaded (weights_only=True reads tensors and plain containers only)")
+    if isinstance(e, pickle.UnpicklingError):
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        return (f"not a PyTorch weights file ({(detail[1] if detail else type(e).__name__).strip()}); it was not "
+                "loaded (loading uses weights_only=True)")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
+    first = re.sub(r"\x1b\[[0-9;]*m", "", first).split(". ")[0].rstrip(".")
+    return f"{first} (a truncated or corrupted file? loading uses weights_only=True)"

@@ -48,6 +48,7 @@ class LitLGFN(L.LightningModule):
         offset_warn: float = 50.0,
         log_images: int = 2,
         temporal_gain: bool = True,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         for key, value, allowed in (
@@ -61,6 +62,10 @@ class LitLGFN(L.LightningModule):
         # Plain types only, so checkpoints load with weights_only=True (Hydra hands over ListConfigs).
         betas, milestones = tuple(float(b) for b in betas), [int(m) for m in milestones]
         self.save_hyperparameters(ignore=["net"])
+        if init_from:  # fine-tuning: weights file, Lightning .ckpt or the authors' release, strict key check
+            from lgfn.weights import init_from_file
+
+            init_from_file(net, init_from)
         self.net = net
         # The network's own constructor arguments travel with every checkpoint (lgfn-upscale rebuilds from them).
         self.net_config = dict(getattr(net, "config", {}))

@@ -19,7 +19,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, get_method, instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 
 class ConfigError(ValueError):
@@ -168,34 +168,38 @@ def save_resolved_config(cfg: DictConfig, out: Path) -> None:
     OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
 
 
-def load_net_weights(model: Any, ckpt_path: str | os.PathLike) -> dict:
-    """Load network weights from a Lightning checkpoint or a weights-only file into `model.net`."""
-    import torch
+def load_net_weights(model: Any, ckpt_path: str | os.PathLike) -> str:
+    """Load network weights (weights file, Lightning checkpoint or the authors' release) into `model.net`."""
+    from lgfn.weights import load_weights_into
 
+    return load_weights_into(model.net, ckpt_path, "checkpoint")
+
+
+def adopt_release_sizes(cfg: DictConfig) -> None:
+    """eval.py with the authors' release as ckpt_path: model.net takes the paper's sizes the file was saved with.
+
+    The release holds no config, and only the paper-size LGFN fits it; any other LGFN size in model.net is
+    replaced (with a one-line note). Other files, and other networks, are left to the strict key check.
+    """
     from lgfn.checkpoint import load_checkpoint
-    from lgfn.weights import net_state
+    from lgfn.release import PAPER_CONFIG, is_release
 
-    ckpt = load_checkpoint(ckpt_path)
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"checkpoint {ckpt_path}: expected a 'state_dict' of tensors")
-    state = net_state(state) or state  # a Lightning checkpoint, else the network's own state_dict
-    net = model.net
-    own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
-        parts = [f"{n} {len(k)}: {show(k)}" for n, k in (("missing", missing), ("unexpected", unexpected),
-                                                         ("shape mismatch", wrong)) if k]
-        saved = ckpt.get("net_config") if isinstance(ckpt, dict) else None
-        hint = f"; the checkpoint was saved with net config {dict(saved)}" if saved else ""
-        raise ValueError(f"checkpoint {ckpt_path} does not fit model.net ({'; '.join(parts)}){hint}")
-    net.load_state_dict(state)
-    return ckpt
+    net = cfg.model.get("net")
+    if not cfg.get("ckpt_path") or net is None or str(net.get("_target_", "")).rsplit(".", 1)[-1] != "LGFN":
+        return
+    if not is_release(load_checkpoint(cfg.ckpt_path)):
+        return
+    if cfg.data.num_frames != PAPER_CONFIG["num_frames"]:
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is the authors' LGFN for {PAPER_CONFIG['num_frames']} frames: "
+                          f"data.num_frames={cfg.data.num_frames} cannot use it")
+    changed = [f"{k} {net.get(k)} -> {v}" for k, v in PAPER_CONFIG.items() if k in net and net.get(k) != v]
+    if changed:
+        with open_dict(cfg):
+            for k, v in PAPER_CONFIG.items():
+                if k != "num_frames":  # interpolated from data.num_frames, already checked
+                    net[k] = v
+        print(f"note: ckpt_path is the authors' release (the paper-size LGFN): model.net set to its sizes "
+              f"({', '.join(changed)})", file=sys.stderr, flush=True)
 
 
 def export_weights(trainer: Any, out_path: str, which: str = "best") -> Path:
@@ -218,30 +222,104 @@ def model_label(model: Any, cfg: DictConfig) -> str:
     return name if cfg.experiment_name in ("default", "eval") else f"{name} ({cfg.experiment_name})"
 
 
-def format_table(result: dict, model_name: str = "LGFN") -> str:
-    """The per-clip table in the layout of the paper's tables: clip rows, bicubic and the model side by side."""
+# More clips than this (Vimeo-90K-T has 7824) are summarised in one line; metrics.json has every clip.
+MAX_CLIP_ROWS = 60
+
+
+def _cell(d: Mapping | None) -> str:
+    if not d or d.get("psnr") is None:
+        return "-"
+    return f"{d['psnr']:.2f}/{d['ssim']:.4f}"
+
+
+def _diff(measured: Mapping | None, paper: Mapping | None) -> str:
+    if not measured or not paper or measured.get("psnr") is None or not math.isfinite(measured["psnr"]):
+        return "-"
+    return f"{measured['psnr'] - paper['psnr']:+.2f}/{measured['ssim'] - paper['ssim']:+.4f}"
+
+
+def _gain(d: Mapping | None) -> str:
+    value = (d or {}).get("temporal_gain")
+    return "-" if value is None or not math.isfinite(value) else f"{value:+.2f}"
+
+
+def format_table(result: dict, model_name: str = "LGFN", paper: dict | None = None) -> str:
+    """The per-clip table in the layout of the paper's tables: clip rows, bicubic and the model side by side.
+
+    On Vid4, SPMCS and Vimeo-90K-T the paper's published numbers (``lgfn.paper``; ``result["paper"]`` when
+    present) sit beside the measured ones, with the difference measured - paper. A ``gain`` column shows
+    ``temporal_gain`` (dB, what the neighbouring frames buy) when the result has it. A bicubic model gets
+    one column (its own numbers are the bicubic baseline).
+    """
+    from lgfn.paper import published
+
     clips = result["clips"]
-    bic = result.get("bicubic", {}).get("clips", {})
-    width = max([len("Average"), *(len(c) for c in clips)])
-    head = f"{'clip':<{width}} | {'frames':>6} | {'Bicubic':>15} | {model_name:>15}"
+    bic = result.get("bicubic", {})
+    if paper is None:
+        paper = result.get("paper") or published(result)
+    baseline_only = model_name == "Bicubic" or model_name.startswith("Bicubic ")
+    rows_with_gain = [*clips.values(), result.get("average", {}), *result.get("groups", {}).values()]
+    show_gain = any("temporal_gain" in (v or {}) for v in rows_with_gain)
+
+    # Each row: (name, frames, measured bicubic, measured model, published row).
+    rows: list[tuple[str, str, Mapping | None, Mapping | None, Mapping | None]] = []
+    paper_clips = (paper or {}).get("clips", {})
+    for clip, vals in clips.items():
+        rows.append((clip, str(vals.get("frames", "")), bic.get("clips", {}).get(clip), vals, paper_clips.get(clip)))
+    frames = sum(v.get("frames", 0) for v in clips.values())
+    average = ("Average", str(frames), bic.get("average"), result["average"], (paper or {}).get("average"))
+    groups = [(g, "", bic.get("groups", {}).get(g), vals, (paper or {}).get("groups", {}).get(g))
+              for g, vals in result.get("groups", {}).items()]
+
+    width = max([len("Average"), *(len(r[0]) for r in (*rows, *groups))])
+    model_w = max(15, len(model_name))
+    # (title, width, cell of a row)
+    columns: list[tuple[str, int, Callable]] = [("clip", -width, lambda r: r[0]), ("frames", 6, lambda r: r[1])]
+    if baseline_only:
+        columns.append(("Bicubic", 15, lambda r: _cell(r[3])))
+        if paper:
+            columns += [("paper Bicubic", 13, lambda r: _cell((r[4] or {}).get("Bicubic"))),
+                        ("diff", 14, lambda r: _diff(r[3], (r[4] or {}).get("Bicubic")))]
+    else:
+        columns.append(("Bicubic", 15, lambda r: _cell(r[2])))
+        if paper:
+            columns += [("paper Bicubic", 13, lambda r: _cell((r[4] or {}).get("Bicubic"))),
+                        ("diff", 14, lambda r: _diff(r[2], (r[4] or {}).get("Bicubic")))]
+        columns.append((model_name, model_w, lambda r: _cell(r[3])))
+        if paper:
+            columns += [("paper LGFN", 13, lambda r: _cell((r[4] or {}).get("LGFN"))),
+                        ("diff", 14, lambda r: _diff(r[3], (r[4] or {}).get("LGFN")))]
+    if show_gain:
+        columns.append(("gain", 6, lambda r: _gain(r[3])))
+
+    def line(cells: list[str]) -> str:
+        return " | ".join(f"{c:<{-w}}" if w < 0 else f"{c:>{w}}" for c, (_, w, _) in zip(cells, columns, strict=True))
+
+    def row_line(r: tuple) -> str:
+        return line([fn(r) for _, _, fn in columns])
+
+    head = line([title for title, _, _ in columns])
     lines = [
         f"{result['dataset']}: PSNR/SSIM on Y (BT.601), border crop {result.get('crop_border', 0)}, "
         f"average over {'clips (each clip counts equally)' if result.get('average_mode') == 'clip' else 'all frames'}",
         head,
         "-" * len(head),
     ]
-
-    def cell(d: dict) -> str:
-        return f"{d['psnr']:.2f}/{d['ssim']:.4f}" if d else "-"
-
-    for clip, vals in clips.items():
-        lines.append(f"{clip:<{width}} | {vals['frames']:>6} | {cell(bic.get(clip, {})):>15} | {cell(vals):>15}")
+    if len(rows) > MAX_CLIP_ROWS:
+        lines.append(f"({len(rows)} clips: the per-clip values are in metrics.json)")
+    else:
+        lines += [row_line(r) for r in rows]
     lines.append("-" * len(head))
-    frames = sum(v["frames"] for v in clips.values())
-    avg_bic = result.get("bicubic", {}).get("average", {})
-    lines.append(f"{'Average':<{width}} | {frames:>6} | {cell(avg_bic):>15} | {cell(result['average']):>15}")
-    for g, vals in result.get("groups", {}).items():
-        lines.append(f"{g:<{width}} | {'':>6} | {'':>15} | {cell(vals):>15}")
+    lines.append(row_line(average))
+    lines += [row_line(g) for g in groups]
+    if paper:
+        lines.append(f"paper: {paper.get('source', '')}; diff = measured - paper"
+                     + (f"; paper average over {paper['average_of']}" if paper.get("average_of") else ""))
+        if paper.get("note"):
+            lines.append(f"paper: {paper['note']}")
+    if show_gain:
+        lines.append("gain: temporal gain, dB (the real window minus the window with every neighbour replaced by "
+                     "the centre frame)")
     return "\n".join(lines)
 
 
@@ -266,8 +344,13 @@ def report_results(results: dict[str, dict], trainer: Any, out: Path, model_name
     if not results or not trainer.is_global_zero:
         return
     out.mkdir(parents=True, exist_ok=True)
+    from lgfn.paper import published
+
     # metrics.json holds one dataset (the contract's shape); a datamodule has one test set.
     for i, (name, res) in enumerate(results.items()):
+        paper = published(res)
+        if paper is not None:
+            res["paper"] = paper  # the published LGFN / bicubic numbers of the same clips or groups
         write_json_atomic(res, out / ("metrics.json" if i == 0 else f"metrics_{name}.json"))
         if show:
             print("\n" + format_table(res, model_name) + "\n", flush=True)
@@ -297,6 +380,8 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             write_json_atomic({"status": "ok"}, out / "status.json")
         return value
     except Exception as e:
+        if type(e).__name__ == "InstantiationException" and isinstance(e.__cause__, Exception):
+            e = e.__cause__  # hydra wraps what a constructor raised: report the constructor's own error
         if multirun:
             out.mkdir(parents=True, exist_ok=True)
             write_json_atomic({"status": "failed", "error": f"{type(e).__name__}: {e}",

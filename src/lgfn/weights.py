@@ -9,7 +9,8 @@ Layout (version 1)::
      "meta": {"scale": 4, "num_frames": N, "padding": "reflection_circle", "degradation": "bi", ...}}
 
 ``load_network`` also accepts a Lightning ``.ckpt`` written by ``LitLGFN`` (weights under ``net.*`` or,
-preferred, the EMA copy under ``ema.module.*``; constructor kwargs under the top-level ``net_config``).
+preferred, the EMA copy under ``ema.module.*``; constructor kwargs under the top-level ``net_config``) and
+the authors' released state dict (recognised by its keys, mapped by ``lgfn.release``).
 Only classes from the fixed allow-list ``NET_CLASSES`` can be built, so a file cannot name code to run,
 and unpickling itself is restricted by ``weights_only=True`` (a pickle that would call e.g.
 ``os.system`` is refused before anything runs).
@@ -18,6 +19,7 @@ and unpickling itself is restricted by ``weights_only=True`` (a pickle that woul
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +121,31 @@ def _from_lightning(ckpt: dict, path: Path) -> dict:
             "state_dict": weights_state, "meta": meta}
 
 
+def note_release(path: str | os.PathLike) -> None:
+    """The one-line note printed when a file is recognised (by its keys) as the authors' release."""
+    print(f"note: {path} is the authors' released LGFN state dict (BIOINSu/LGFN, no config): mapped onto "
+          "lgfn.models.LGFN at the paper's sizes", file=sys.stderr, flush=True)
+
+
+def _from_release(obj: dict, path: Path) -> dict:
+    """The authors' released state dict -> the weights-file layout (strict mapping, paper sizes)."""
+    from lgfn.release import PAPER_CONFIG, release_to_state
+
+    state = release_to_state(obj, str(path))
+    meta = {**DEFAULT_META, "num_frames": PAPER_CONFIG["num_frames"], "scale": PAPER_CONFIG["scale"],
+            "source": "release", "source_file": path.name}
+    return {"format": FORMAT, "version": VERSION, "net_class": "LGFN", "net_config": dict(PAPER_CONFIG),
+            "state_dict": state, "meta": meta}
+
+
 def _as_weights(obj: Any, path: Path) -> dict:
+    from lgfn.release import is_release
+
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict, found {type(obj).__name__}")
+    if is_release(obj):
+        note_release(path)
+        return _from_release(obj, path)
     if obj.get("format") == FORMAT:
         if obj.get("version") != VERSION:
             raise ValueError(f"{path}: lgfn-weights version {obj.get('version')!r} not supported (expected {VERSION})")
@@ -165,8 +189,67 @@ def _build(weights: dict, path: Path) -> nn.Module:
     return net
 
 
+def read_net_state(path: str | os.PathLike) -> tuple[dict, dict | None, str]:
+    """Any file with network weights -> (the network's state dict, its net config or None, what it was).
+
+    Reads a weights file ("weights"), a LitLGFN Lightning checkpoint ("lightning", EMA weights preferred),
+    the authors' released state dict ("release", mapped strictly onto the paper-size LGFN, with a note) or
+    a bare ``state_dict`` of this project's network ("state_dict").
+    """
+    from lgfn.release import PAPER_CONFIG, is_release, release_to_state
+
+    path = Path(path)
+    obj = load_checkpoint(path)
+    if is_release(obj):
+        note_release(path)
+        return release_to_state(obj, str(path)), dict(PAPER_CONFIG), "release"
+    if not isinstance(obj, dict):
+        raise ValueError(f"checkpoint {path}: expected a dict, found {type(obj).__name__}")
+    if obj.get("format") == FORMAT:
+        weights = _as_weights(obj, path)
+        return dict(weights.get("state_dict") or {}), dict(weights.get("net_config") or {}), "weights"
+    state = obj.get("state_dict", obj)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"checkpoint {path}: expected a 'state_dict' of tensors")
+    config = obj.get("net_config") if isinstance(obj.get("net_config"), dict) else None
+    inner = net_state(state)  # a Lightning checkpoint, else the network's own state_dict
+    return (inner, config, "lightning") if inner else (state, config, "state_dict")
+
+
+def load_weights_into(net: nn.Module, path: str | os.PathLike, what: str = "checkpoint") -> str:
+    """Load the weights of ``path`` (see ``read_net_state``) into ``net``, strictly; returns what the file was.
+
+    A file that does not fit names its missing, unexpected and mis-shaped keys in one line (``what`` first)
+    and the net config it was saved with.
+    """
+    state, config, kind = read_net_state(path)
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+        parts = [f"{n} {len(k)}: {show(k)}" for n, k in (("missing", missing), ("unexpected", unexpected),
+                                                         ("shape mismatch", wrong)) if k]
+        if kind == "release":
+            hint = "; the file is the authors' release, the paper-size LGFN (model=lgfn)"
+        else:
+            hint = f"; the checkpoint was saved with net config {dict(config)}" if config else ""
+        raise ValueError(f"{what} {path} does not fit model.net ({'; '.join(parts)}){hint}")
+    net.load_state_dict(state)
+    return kind
+
+
+def init_from_file(net: nn.Module, path: str | os.PathLike) -> None:
+    """``model.init_from=PATH``: start training from the weights of any file ``read_net_state`` reads (strict)."""
+    kind = load_weights_into(net, path, "model.init_from")
+    print(f"model.init_from: {len(net.state_dict())} tensors loaded from {path} ({kind})", file=sys.stderr, flush=True)
+
+
 def load_network(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.Module, dict]:
-    """Weights file or Lightning ``.ckpt`` -> (network in eval mode, meta dict)."""
+    """Weights file, Lightning ``.ckpt`` or the authors' release -> (network in eval mode, meta dict)."""
     path = Path(path)
     weights = _as_weights(load_checkpoint(path, map_location=map_location), path)
     net = _build(weights, path).eval()
@@ -177,4 +260,4 @@ def load_network(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn
 
 
 __all__ = ["FORMAT", "NET_CLASSES", "VERSION", "export_weights_from_checkpoint", "load_network",
-           "net_class_name", "save_weights"]
+           "init_from_file", "load_weights_into", "net_class_name", "read_net_state", "save_weights"]
