@@ -48,6 +48,7 @@ class LitLGFN(L.LightningModule):
         offset_warn: float = 50.0,
         log_images: int = 2,
         temporal_gain: bool = True,
+        align_loss_weight: float = 0.0,
         init_from: str | None = None,
     ) -> None:
         super().__init__()
@@ -74,6 +75,20 @@ class LitLGFN(L.LightningModule):
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        # TDAN's alignment loss (an option, off in the paper recipe): a conv3x3 C -> 3 head rebuilds each
+        # aligned neighbour's LR frame from its aligned features, compared (L1) with the centre LR frame, so
+        # the offsets get a training signal of their own from the first step. The head is not part of the
+        # network: it is dropped by the weights export and never runs at inference.
+        self.align_head: nn.Module | None = None
+        self._aligned: torch.Tensor | None = None
+        if align_loss_weight < 0:
+            raise ValueError(f"model.align_loss_weight must be >= 0, got {align_loss_weight!r}")
+        alignment = getattr(net, "alignment", None)
+        if align_loss_weight > 0:
+            if alignment is None or not self.net_config.get("num_feat"):
+                raise ValueError("model.align_loss_weight > 0 needs a network with an `alignment` module (LGFN)")
+            self.align_head = nn.Conv2d(int(self.net_config["num_feat"]), 3, 3, padding=1)
+            alignment.register_forward_hook(self._keep_aligned)
         self._records: dict[str, list[tuple]] = {"val": [], "test": []}
         self._skipped_in_a_row = 0
         self.test_results: dict[str, dict] = {}
@@ -95,9 +110,25 @@ class LitLGFN(L.LightningModule):
             return charbonnier_loss(sr, hr)
         return F.l1_loss(sr, hr)
 
+    def _keep_aligned(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        self._aligned = output if self.training else None
+
+    def _align_loss(self, lr: torch.Tensor) -> torch.Tensor:
+        """L1 between each aligned neighbour's rebuilt LR frame and the centre LR frame (TDAN)."""
+        aligned, n = self._aligned, lr.shape[1]
+        self._aligned = None
+        c = n // 2
+        neighbours = torch.cat([aligned[:, :c], aligned[:, c + 1 :]], dim=1).flatten(0, 1)
+        rebuilt = self.align_head(neighbours).unflatten(0, (lr.shape[0], n - 1))
+        return F.l1_loss(rebuilt, lr[:, c : c + 1].expand_as(rebuilt))
+
     def training_step(self, batch: dict, batch_idx: int):
         sr = self.net(batch["lr"])
         loss = self._loss(sr, batch["hr"])
+        if self.align_head is not None and batch["lr"].shape[1] > 1:
+            align = self._align_loss(batch["lr"])
+            self.log("train/align_loss", align, batch_size=sr.shape[0])
+            loss = loss + self.hparams.align_loss_weight * align
         if not torch.isfinite(loss):
             msg = f"non-finite training loss ({loss.item()}) at step {self.global_step} (batch {batch_idx})"
             if self.hparams.nan_policy == "raise":
@@ -294,6 +325,8 @@ class LitLGFN(L.LightningModule):
         for name, p in self.net.named_parameters():
             if p.requires_grad:
                 (offset if "offset" in name else rest).append(p)
+        if self.align_head is not None:
+            rest += list(self.align_head.parameters())
         groups = [{"params": rest}]
         if offset:
             groups.append({"params": offset, "lr": hp.lr * hp.offset_lr_mult})

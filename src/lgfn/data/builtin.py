@@ -1,14 +1,18 @@
-"""Built-in HR clips rendered from the photographs scikit-image ships: no download, cached on disk.
+"""Built-in HR clips rendered from still photographs that installed packages ship: no download, cached.
 
-Each clip is one photo seen by a smoothly moving camera (translation, zoom 1.0-1.1, rotation within
-+-3 degrees) with a soft-edged cut-out of another photo moving on its own path in front of it, so
-frame alignment is not a single global shift. Frames are sampled from the (antialiased) photo at a
-source-pixels-per-HR-pixel scale >= 1, so they are sharp rather than upsampled. Train and test use
-disjoint photos. Only HR frames are written; LR frames come from the degradation at load time.
+Each clip is one photo seen by a moving camera (translation from sub-pixel to about two LR pixels per
+frame, zoom 1.0-1.1, rotation within +-3 degrees) with a slowly changing non-rigid warp on top (local
+motion, like foliage or water), and one to three soft-edged cut-outs of other photos in front of it,
+each on its own path and faster the nearer it is (parallax), so they occlude and disocclude the
+background and each other: frame alignment is neither a single global shift nor always small. Frames
+are sampled from the (antialiased) photo at a source-pixels-per-HR-pixel scale >= 1, so they are sharp
+rather than upsampled. Train and test use disjoint photos; only still photographs are used (never a
+real video). Only HR frames are written; LR frames come from the degradation at load time.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -18,7 +22,6 @@ import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +33,7 @@ from PIL import Image
 __all__ = ["VERSION", "available_photos", "ensure_builtin", "render_clip"]
 
 # Bump whenever the rendered bytes change, so stale caches are regenerated.
-VERSION = 1
+VERSION = 2
 MANIFEST = "manifest.json"
 SPLITS = ("train", "test")
 _LOCK_TIMEOUT_S = 600.0
@@ -38,43 +41,55 @@ _LOCK_TIMEOUT_S = 600.0
 
 @dataclass(frozen=True)
 class _Photo:
-    file: str  # file name inside the installed `skimage.data` package
+    package: str  # installed top-level package whose wheel ships the file
+    file: str  # path inside that package
     roi: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # top, left, bottom, right (fractions)
 
 
-# Only files that scikit-image keeps inside its wheel; anything it would fetch with pooch is left out.
-# `cat` is the same file as `chelsea`, so it is not listed twice.
+# Only files that the packages keep inside their wheels; anything they would fetch at run time is left out.
+# scikit-image's `cat` is the same file as `chelsea`, so it is not listed twice.
 _PHOTOS: dict[str, _Photo] = {
-    "astronaut": _Photo("astronaut.png"),
-    "chelsea": _Photo("chelsea.png"),
-    "coffee": _Photo("coffee.png"),
-    "rocket": _Photo("rocket.jpg"),
-    "hubble_deep_field": _Photo("hubble_deep_field.jpg"),
-    "immunohistochemistry": _Photo("ihc.png"),
-    "motorcycle": _Photo("motorcycle_left.png"),
-    # The fundus is a disc on black: keep the square inscribed in it.
-    "retina": _Photo("retina.jpg", (0.18, 0.18, 0.82, 0.82)),
-    "camera": _Photo("camera.png"),
-    "gravel": _Photo("gravel.png"),
-    "brick": _Photo("brick.png"),
-    "moon": _Photo("moon.png"),
-    "grass": _Photo("grass.png"),
+    # test photos (scikit-image)
+    "astronaut": _Photo("skimage", "data/astronaut.png"),
+    "chelsea": _Photo("skimage", "data/chelsea.png"),
+    "coffee": _Photo("skimage", "data/coffee.png"),
+    "rocket": _Photo("skimage", "data/rocket.jpg"),
+    # train photos: natural colour photographs first
+    "motorcycle": _Photo("skimage", "data/motorcycle_left.png"),
+    "grace_hopper": _Photo("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    "china": _Photo("sklearn", "datasets/images/china.jpg"),
+    "flower": _Photo("sklearn", "datasets/images/flower.jpg"),
+    "camera": _Photo("skimage", "data/camera.png"),
+    "hubble_deep_field": _Photo("skimage", "data/hubble_deep_field.jpg"),
+    # ... and textures, which only ever appear as moving cut-outs (foreground layers)
+    "immunohistochemistry": _Photo("skimage", "data/ihc.png"),
+    "gravel": _Photo("skimage", "data/gravel.png"),
+    "brick": _Photo("skimage", "data/brick.png"),
+    "grass": _Photo("skimage", "data/grass.png"),
 }
-# Disjoint pools, in order of preference (colour photos first).
-_POOLS: dict[str, tuple[str, ...]] = {
-    "test": ("astronaut", "chelsea", "coffee", "rocket"),
-    "train": (
-        "hubble_deep_field",
-        "immunohistochemistry",
-        "motorcycle",
-        "retina",
-        "camera",
-        "gravel",
-        "brick",
-        "moon",
-        "grass",
-    ),
+# Disjoint pools, in order of preference: backgrounds are photographs, cut-outs may be any photo.
+_POOLS: dict[str, dict[str, tuple[str, ...]]] = {
+    "test": {
+        "background": ("astronaut", "chelsea", "coffee", "rocket"),
+        "foreground": ("astronaut", "chelsea", "coffee", "rocket"),
+    },
+    "train": {
+        "background": ("motorcycle", "grace_hopper", "china", "flower", "camera", "hubble_deep_field"),
+        "foreground": (
+            "motorcycle",
+            "grace_hopper",
+            "china",
+            "flower",
+            "camera",
+            "hubble_deep_field",
+            "immunohistochemistry",
+            "gravel",
+            "brick",
+            "grass",
+        ),
+    },
 }
+_MAX_LAYERS = 3  # foreground cut-outs per clip: 1 to 3
 
 
 @dataclass(frozen=True)
@@ -88,15 +103,20 @@ class _SplitSpec:
 def _split_specs(small: bool) -> dict[str, _SplitSpec]:
     if small:
         return {"train": _SplitSpec(2, 9, 64, 80), "test": _SplitSpec(2, 9, 64, 80)}
-    return {"train": _SplitSpec(8, 16, 256, 320), "test": _SplitSpec(4, 16, 192, 256)}
+    return {"train": _SplitSpec(24, 16, 256, 320), "test": _SplitSpec(4, 16, 192, 256)}
 
 
 def _photo_path(name: str) -> Path:
-    return Path(str(resources.files("skimage.data").joinpath(_PHOTOS[name].file)))
+    photo = _PHOTOS[name]
+    # find_spec locates a top-level package without importing it (scikit-learn's import takes seconds).
+    spec = importlib.util.find_spec(photo.package)
+    if spec is None or not spec.submodule_search_locations:
+        return Path(f"<{photo.package} is not installed>") / photo.file
+    return Path(list(spec.submodule_search_locations)[0]) / photo.file
 
 
 def available_photos() -> list[str]:
-    """Names of the known photos whose files the installed scikit-image ships (no network needed)."""
+    """Names of the known photos whose files the installed packages ship (no network needed)."""
     return [name for name in _PHOTOS if _photo_path(name).is_file()]
 
 
@@ -137,14 +157,36 @@ def _slow_sine(
     return amp * np.sin(omega * t + rng.uniform(0, 2 * math.pi))
 
 
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """A value between lo and hi, uniform in log scale: slow motion is as common as fast motion."""
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
 def _drift(rng: np.random.Generator, t: np.ndarray, speed: tuple[float, float], wobble: tuple[float, float]):
-    """A straight path at a random speed and direction plus a slow wobble per axis -> (T x 2 path, velocity)."""
+    """A straight path at a random speed (log-uniform) and direction plus a slow wobble per axis -> (path, velocity)."""
     angle = rng.uniform(0, 2 * math.pi)
-    velocity = rng.uniform(*speed) * np.array([math.cos(angle), math.sin(angle)])
+    velocity = _log_uniform(rng, *speed) * np.array([math.cos(angle), math.sin(angle)])
     path = np.stack(
         [velocity[i] * t + _slow_sine(rng, t, rng.uniform(*wobble), (1.5, 3.0)) for i in range(2)], 1
     )
     return path, velocity
+
+
+def _warp_field(
+    rng: np.random.Generator, t: np.ndarray, u: torch.Tensor, v: torch.Tensor, amplitude: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smooth non-rigid displacement (T x h x w each, HR pixels): three travelling waves, 48-160 px long."""
+    du = torch.zeros(len(t), *u.shape[1:])
+    dv = torch.zeros_like(du)
+    tt = _column(t)
+    for _ in range(3):
+        k, angle = 2 * math.pi / rng.uniform(48.0, 160.0), rng.uniform(0, 2 * math.pi)
+        omega, phase = rng.uniform(0.1, 0.45), rng.uniform(0, 2 * math.pi)  # radians per frame
+        amp, direction = amplitude * rng.uniform(0.3, 1.0) / math.sqrt(3), rng.uniform(0, 2 * math.pi)
+        wave = torch.sin(k * (math.cos(angle) * u + math.sin(angle) * v) + omega * tt + phase)
+        du += amp * math.cos(direction) * wave
+        dv += amp * math.sin(direction) * wave
+    return du, dv
 
 
 def _column(a: np.ndarray) -> torch.Tensor:
@@ -155,15 +197,16 @@ def _column(a: np.ndarray) -> torch.Tensor:
 def _background_layer(
     photo: torch.Tensor, t: np.ndarray, u: torch.Tensor, v: torch.Tensor, rng: np.random.Generator
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Camera drifting over `photo` (3 x H x W) at pixel offsets u, v (1 x h x w) -> (T x 3 x h x w, velocity)."""
+    """Camera moving over `photo` (3 x H x W) at pixel offsets u, v (1 x h x w) -> (T x 3 x h x w, velocity)."""
     height, width = u.shape[1:]
     # Source pixels per HR pixel at zoom 1; zoom <= 1.1 keeps it >= 1, so frames are never upsampled.
     s0 = 1.12
     scale = s0 / (1.05 + _slow_sine(rng, t, 0.05, (2.0, 4.0)))
     theta = _slow_sine(rng, t, np.deg2rad(rng.uniform(1.0, 3.0)), (2.0, 4.0))
-    shift, velocity = _drift(rng, t, (1.0, 3.0), (0.5, 2.0))  # HR pixels
+    shift, velocity = _drift(rng, t, (0.25, 8.0), (0.3, 1.5))  # HR pixels per frame: 1/16 to 2 LR pixels
+    warp_u, warp_v = _warp_field(rng, t, u, v, rng.uniform(0.0, 2.0))
     cos, sin = np.cos(theta)[:, None], np.sin(theta)[:, None]
-    hx, hy = width / 2, height / 2
+    hx, hy = width / 2 + 2, height / 2 + 2  # the warp moves a sample by at most 2 px
     cx, cy = np.array([-hx, hx, -hx, hx]), np.array([-hy, -hy, hy, hy])
 
     def extent(k: float) -> tuple[np.ndarray, np.ndarray]:
@@ -196,8 +239,9 @@ def _background_layer(
         k *= 0.8
     centre = (1 - lo + rng.uniform(0, 1, 2) * room)[None] + k * s0 * shift
     c, s, sc = _column(cos[:, 0]), _column(sin[:, 0]), _column(scale)
-    x = _column(centre[:, 0]) + sc * (c * u - s * v)
-    y = _column(centre[:, 1]) + sc * (s * u + c * v)
+    uu, vv = u + warp_u, v + warp_v
+    x = _column(centre[:, 0]) + sc * (c * uu - s * vv)
+    y = _column(centre[:, 1]) + sc * (s * uu + c * vv)
     return _sample(src, x, y), k * velocity
 
 
@@ -208,11 +252,15 @@ def _foreground_layer(
     v: torch.Tensor,
     rng: np.random.Generator,
     camera_velocity: np.ndarray,
+    depth: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft cut-out of `photo` moving on its own path -> (colour T x 3 x h x w, alpha T x 1 x h x w)."""
+    """Soft cut-out of `photo` moving on its own path -> (colour T x 3 x h x w, alpha T x 1 x h x w).
+
+    Layer `depth` 0 is the farthest cut-out; nearer layers are smaller-to-larger and move faster (parallax).
+    """
     height, width = u.shape[1:]
     s0 = 1.1  # as for the background: never upsampled
-    radius = rng.uniform(0.17, 0.24) * min(height, width)
+    radius = rng.uniform(0.12, 0.24) * min(height, width)
     aspect = rng.uniform(0.75, 1.33)
     a, b = radius * s0 * math.sqrt(aspect), radius * s0 / math.sqrt(aspect)  # half-axes in source pixels
     src = _downscale(photo, min(1.0, 2 * max(a, b) / (0.45 * min(photo.shape[1:]))))
@@ -223,9 +271,10 @@ def _foreground_layer(
     phi = _slow_sine(rng, t, np.deg2rad(rng.uniform(2.0, 6.0)), (1.5, 3.0))
     # On screen the background moves by -camera_velocity; the object must not ride along with it,
     # or aligning the frames would be one global motion.
+    parallax = 1.0 + 0.5 * depth
     for _ in range(32):
-        path, velocity = _drift(rng, t, (1.5, 3.5), (0.5, 2.5))
-        if np.linalg.norm(velocity + camera_velocity) >= 1.5:
+        path, velocity = _drift(rng, t, (0.5 * parallax, 8.0 * parallax), (0.5, 2.5))
+        if np.linalg.norm(velocity + camera_velocity) >= 0.5:
             break
     # Keep its centre inside the frame, at least half its size from the border where the path allows.
     limit = np.array([width / 2, height / 2]) - 0.5 * np.array([a, b]) / s0
@@ -234,9 +283,11 @@ def _foreground_layer(
         lo <= hi, lo + rng.uniform(0, 1, 2) * np.maximum(hi - lo, 0), -(path.min(0) + path.max(0)) / 2
     )
     pos = start[None] + path
+    # Some objects deform as they move (cloth, a face turning): a gentle warp of their own.
+    warp_u, warp_v = _warp_field(rng, t, u, v, rng.uniform(0.0, 1.5))
 
     c, s, sc = _column(np.cos(phi)), _column(np.sin(phi)), _column(scale)
-    du, dv = u - _column(pos[:, 0]), v - _column(pos[:, 1])
+    du, dv = u + warp_u - _column(pos[:, 0]), v + warp_v - _column(pos[:, 1])
     lx = sc * (c * du + s * dv)  # rotated by -phi into the cut-out's own frame, in source pixels
     ly = sc * (-s * du + c * dv)
     # Rounded (superellipse) mask with a smoothstep edge about 3 source pixels wide.
@@ -257,18 +308,22 @@ def _foreground_layer(
 
 def render_clip(
     background: torch.Tensor,
-    foreground: torch.Tensor,
+    foreground: torch.Tensor | list[torch.Tensor],
     *,
     frames: int,
     height: int,
     width: int,
     rng: np.random.Generator,
 ) -> torch.Tensor:
-    """Render one clip from two photos (3 x H x W in [0, 1]) -> frames x height x width x 3 uint8."""
+    """Render one clip from photos (3 x H x W in [0, 1]) -> frames x height x width x 3 uint8.
+
+    `foreground` is one photo or a list (far to near) of photos, one cut-out layer each.
+    """
     if frames < 2 or height < 8 or width < 8:
         raise ValueError(
             f"render_clip: expected frames >= 2 and a frame of at least 8 x 8, got {frames} x {height} x {width}"
         )
+    layers = [foreground] if isinstance(foreground, torch.Tensor) else list(foreground)
     t = np.arange(frames, dtype=np.float64) - (frames - 1) / 2  # centred: paths are placed by their middle
     v, u = torch.meshgrid(
         torch.arange(height, dtype=torch.float32) - (height - 1) / 2,
@@ -277,8 +332,9 @@ def render_clip(
     )
     u, v = u[None], v[None]
     out, camera_velocity = _background_layer(background, t, u, v, rng)
-    colour, alpha = _foreground_layer(foreground, t, u, v, rng, camera_velocity)
-    out = alpha * colour + (1 - alpha) * out
+    for depth, photo in enumerate(layers):
+        colour, alpha = _foreground_layer(photo, t, u, v, rng, camera_velocity, depth)
+        out = alpha * colour + (1 - alpha) * out
     return (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
@@ -310,22 +366,31 @@ def _write_png(path: Path, frame: np.ndarray) -> None:
     path.write_bytes(_png_bytes(frame))
 
 
-def _plan(split: str, spec: _SplitSpec, photos: list[str]) -> list[dict[str, str]]:
-    """Clip names with their background and foreground photos, all from the split's own pool."""
-    pool = [name for name in _POOLS[split] if name in photos]
-    if not pool:
+def _plan(split: str, spec: _SplitSpec, photos: list[str]) -> list[dict]:
+    """Clip names with their background and foreground photos, all from the split's own pools.
+
+    Backgrounds cycle through the split's photographs; each clip gets 1 to 3 cut-outs (drawn from a
+    generator seeded by the split and clip only, so the plan is the same on every machine) of photos other
+    than its background.
+    """
+    pools = {k: [n for n in names if n in photos] for k, names in _POOLS[split].items()}
+    if not pools["background"] or len(pools["foreground"]) < 2:
+        wanted = sorted(set(_POOLS[split]["background"]) | set(_POOLS[split]["foreground"]))
         raise FileNotFoundError(
-            f"ensure_builtin: none of the {split} photos {list(_POOLS[split])} is shipped by the installed "
-            f"scikit-image (looked in {_photo_path(_POOLS[split][0]).parent})"
+            f"ensure_builtin: too few of the {split} photos {wanted} are shipped by the installed packages "
+            f"(found {sorted(set(pools['background']) | set(pools['foreground']))}; "
+            "scikit-image, matplotlib and scikit-learn ship them)"
         )
+    backgrounds = pools["background"]
     clips = []
     for i in range(spec.clips):
-        bg = pool[i % len(pool)]
-        fg = pool[(i + 1 + i // len(pool)) % len(pool)]
-        if fg == bg and len(pool) > 1:
-            fg = pool[(i + 1) % len(pool)]
-        name = bg if i < len(pool) else f"{bg}_{i // len(pool) + 1}"  # a reused photo gets another view
-        clips.append({"name": name, "background": bg, "foreground": fg})
+        bg = backgrounds[i % len(backgrounds)]
+        rng = np.random.default_rng([SPLITS.index(split), i, 7])
+        others = [n for n in pools["foreground"] if n != bg]
+        count = int(rng.integers(1, min(_MAX_LAYERS, len(others)) + 1))
+        fgs = [others[j] for j in rng.choice(len(others), size=count, replace=False)]
+        name = bg if i < len(backgrounds) else f"{bg}_{i // len(backgrounds) + 1}"  # another view of it
+        clips.append({"name": name, "background": bg, "foreground": fgs[0], "foregrounds": fgs})
     return clips
 
 
@@ -334,6 +399,7 @@ def _params(seed: int, small: bool) -> dict:
         "version": VERSION,
         "seed": seed,
         "small": small,
+        "photos": available_photos(),
         "splits": {split: asdict(spec) for split, spec in _split_specs(small).items()},
     }
 
@@ -366,12 +432,12 @@ def _render_split(tmp: Path, split: str, split_idx: int, seed: int, small: bool,
     """Render one split's clips into `tmp/<split>/<clip>/`, queueing the PNG writes on `pool`."""
     spec = _split_specs(small)[split]
     clips = _plan(split, spec, available_photos())
-    loaded = {name: _load_photo(name) for name in {c[k] for c in clips for k in ("background", "foreground")}}
+    loaded = {name: _load_photo(name) for name in {n for c in clips for n in [c["background"], *c["foregrounds"]]}}
     writes = []
     for clip_idx, clip in enumerate(clips):
         video = render_clip(
             loaded[clip["background"]],
-            loaded[clip["foreground"]],
+            [loaded[n] for n in clip["foregrounds"]],
             frames=spec.frames,
             height=spec.height,
             width=spec.width,
