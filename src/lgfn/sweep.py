@@ -11,7 +11,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-COLUMNS = ["job", "overrides", "status", "dataset", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "error"]
+COLUMNS = ["job", "overrides", "status", "dataset", "psnr", "ssim", "temporal_gain", "psnr_bicubic", "ssim_bicubic",
+           "error"]
 
 
 def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -30,6 +31,7 @@ def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
         if metrics_file.exists():
             m = json.loads(metrics_file.read_text())
             row.update(dataset=m.get("dataset"), psnr=m["average"]["psnr"], ssim=m["average"]["ssim"],
+                       temporal_gain=m["average"].get("temporal_gain"),
                        psnr_bicubic=m.get("bicubic", {}).get("average", {}).get("psnr"),
                        ssim_bicubic=m.get("bicubic", {}).get("average", {}).get("ssim"))
             if row["status"] == "unknown":
@@ -42,10 +44,14 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     def num(v: Any, nd: int) -> str:
         return f"{v:.{nd}f}" if isinstance(v, (int, float)) else "-"
 
-    lines = ["| job | overrides | status | PSNR | SSIM | bicubic PSNR |", "|---|---|---|---|---|---|"]
+    def gain(v: Any) -> str:
+        return f"{v:+.2f}" if isinstance(v, (int, float)) else "-"
+
+    lines = ["| job | overrides | status | PSNR | SSIM | temporal gain (dB) | bicubic PSNR |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['job']} | {r['overrides']} | {r['status']} | {num(r.get('psnr'), 2)} | "
-                     f"{num(r.get('ssim'), 4)} | {num(r.get('psnr_bicubic'), 2)} |")
+                     f"{num(r.get('ssim'), 4)} | {gain(r.get('temporal_gain'))} | {num(r.get('psnr_bicubic'), 2)} |")
     return "\n".join(lines)
 
 
