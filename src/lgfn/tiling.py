@@ -41,10 +41,17 @@ class _Stop(Exception):
 
 
 # --------------------------------------------------------------------------- receptive field
-def receptive_radius(net: nn.Module) -> int | None:
-    """Upper bound (LR pixels) on how far an output pixel's inputs reach, from ``net.config``; None if unknown."""
-    cfg = getattr(net, "config", None)
-    name = type(net).__name__
+def receptive_radius(net: Any) -> int | None:
+    """Upper bound (LR pixels) on how far an output pixel's inputs reach, from ``net.config``; None if unknown.
+
+    ``net`` is a network, or any object with ``net_class`` (the network's class name) and ``config``
+    (its constructor arguments), such as an exported model described by its sidecar.
+    """
+    return radius_from_config(getattr(net, "net_class", None) or type(net).__name__, getattr(net, "config", None))
+
+
+def radius_from_config(name: str, cfg: dict | None) -> int | None:
+    """``receptive_radius`` for the network class ``name`` built with ``cfg``; None if unknown."""
     if name == "Bicubic":
         return 4
     if name != "LGFN" or not isinstance(cfg, dict):
@@ -62,12 +69,24 @@ def receptive_radius(net: nn.Module) -> int | None:
     return extract + align + max(lfm, gfm) + recon + slack
 
 
-def default_overlap(net: nn.Module) -> int:
+def default_overlap(net: Any) -> int:
     """Overlap (LR pixels) that makes tiled output equal untiled output: the radius rounded up to 4."""
     radius = receptive_radius(net)
     if radius is None:
         return 64
     return int(math.ceil(radius / 4) * 4)
+
+
+def tiling_pays(h: int, w: int, tile: int, overlap: int) -> bool:
+    """Whether tiles of ``tile`` LR pixels with ``overlap`` of context are smaller than the h x w frame.
+
+    A tile's input is its core plus ``overlap`` on each side, clamped to the frame. When the largest such
+    input is the whole frame (in both axes), every tile costs a whole-frame pass and saves no memory.
+    """
+    def largest(length: int) -> int:
+        return max(i1 - i0 for i0, i1, _, _ in _spans(length, tile, overlap))
+
+    return largest(h) * largest(w) < h * w
 
 
 # --------------------------------------------------------------------------- global pools
@@ -154,7 +173,7 @@ def upscale_window(
     if tile is not None and tile < 1:
         raise ValueError(f"tile must be a positive number of LR pixels, got {tile}")
     if overlap is None:
-        overlap = default_overlap(net) if isinstance(net, nn.Module) else 16
+        overlap = default_overlap(net)
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     multiple = int(getattr(net, "size_multiple", 1))
@@ -282,5 +301,5 @@ def stream_windows(
             del buffer[i]
 
 
-__all__ = ["default_overlap", "receptive_radius", "short_clip_indices", "stream_windows", "upscale_window",
-           "window_indices"]
+__all__ = ["default_overlap", "radius_from_config", "receptive_radius", "short_clip_indices", "stream_windows",
+           "tiling_pays", "upscale_window", "window_indices"]

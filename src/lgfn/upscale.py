@@ -3,6 +3,8 @@
 Frames are streamed: each output frame t is computed from the window
 ``lgfn.data.windows.frame_indices(t, N, length, padding)`` (short clips: ``lgfn.tiling.short_clip_indices``),
 optionally tiled over space (``--tile``, exact with the default ``--overlap``; see ``lgfn.tiling``).
+An existing OUTPUT (video file, non-empty frame folder, ``--compare`` PNG) is replaced only with
+``--overwrite``, and never when it is the input (``lgfn.video.check_output``).
 Exit codes: 0 ok, 2 bad usage, 1 any other error (one line on stderr; ``LGFN_DEBUG=1`` shows the traceback).
 """
 
@@ -47,7 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-out", default=None, metavar="PATH", help="where --compare writes its PNG")
     p.add_argument("--onnx", default=None, metavar="FILE",
                    help="run an exported ONNX model (onnxruntime, CPU) instead of PyTorch; FILE.json holds its meta")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUTPUT video, frame folder (frames only) or --compare PNG")
     return p
+
+
+def note(message: str) -> None:
+    """One line on stderr that is not an error."""
+    print(f"{PROG}: note: {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- models
@@ -58,11 +67,15 @@ class OnnxNet:
         from lgfn.export import OnnxUpscaler
 
         self.runner = OnnxUpscaler(path)
+        self.path = Path(path)
         self.meta = self.runner.meta
         self.num_frames = self.runner.num_frames or int(self.meta.get("num_frames", 7))
         self.scale = self.runner.scale
         hw = self.runner.input_shape[-2:]
         self.fixed_hw = tuple(hw) if all(isinstance(s, int) for s in hw) else None
+        # What lgfn.tiling.receptive_radius reads: the exported network's class and constructor arguments.
+        self.net_class = self.meta.get("net_class")
+        self.config = self.meta.get("net_config")
 
     def __call__(self, lr: torch.Tensor) -> torch.Tensor:
         h, w = lr.shape[-2:]
@@ -70,7 +83,7 @@ class OnnxNet:
         if self.fixed_hw is not None:
             fh, fw = self.fixed_hw
             if h > fh or w > fw:
-                raise ValueError(f"the ONNX model takes {fw}x{fh} LR inputs only; use --tile (with a smaller overlap)")
+                raise ValueError(f"the ONNX model takes {fw}x{fh} LR inputs only, got {w}x{h}")
             b, n = x.shape[:2]
             x = torch.nn.functional.pad(x.flatten(0, 1), (0, fw - w, 0, fh - h), mode="replicate").unflatten(0, (b, n))
         sr = self.runner(x.numpy())
@@ -89,6 +102,69 @@ def resolve_ckpt(ckpt: str | None) -> Path:
     )
 
 
+def check_outputs(args: argparse.Namespace) -> Path | None:
+    """Usage errors about OUTPUT and the --compare PNG, before any work; returns the PNG's path (or None)."""
+    from lgfn.video import check_output, is_video_path, same_path
+
+    try:
+        check_output(args.output, (args.input,), args.overwrite)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.compare is None:
+        return None
+    out = Path(args.output)
+    target = Path(args.compare_out) if args.compare_out else out.parent / f"{out.stem}_compare_{args.compare}.png"
+    flag = "--compare-out" if args.compare_out else "--compare"
+    if target.suffix.lower() != ".png":
+        raise UsageError(f"{flag} {target}: the comparison is a PNG; give a path ending in .png")
+    src = Path(args.input)
+    if same_path(target, src) or (src.is_dir() and target.resolve().is_relative_to(src.resolve())):
+        raise UsageError(f"{flag} {target} would be written into the input {src}; choose another --compare-out")
+    if same_path(target, out) or (not is_video_path(out) and target.resolve().is_relative_to(out.resolve())):
+        raise UsageError(f"{flag} {target} would land in OUTPUT {out} among the frames; choose another --compare-out")
+    if target.is_dir():
+        raise UsageError(f"{flag} {target} is a folder; give a .png file path")
+    if target.exists() and not args.overwrite:
+        raise UsageError(f"{flag} {target} exists: pass --overwrite to replace it")
+    return target
+
+
+def plan_tiles(net, info, tile: int | None, overlap: int | None) -> tuple[int | None, int]:
+    """The (tile, overlap) to run with, after the checks that need the model; notes on stderr say why."""
+    from lgfn.tiling import default_overlap, tiling_pays
+
+    h, w = info.height, info.width
+    need = default_overlap(net)
+    overlap = need if overlap is None else overlap
+    fixed = getattr(net, "fixed_hw", None)
+    if fixed is not None and (h > fixed[0] or w > fixed[1]):
+        # Tiles cannot be exact here: the graph's channel attention averages over each tile rather than the
+        # frame, and the network needs `need` px of context around every tile core.
+        raise UsageError(
+            f"--onnx {net.path}: exported for {fixed[1]}x{fixed[0]} LR frames only and the input is {w}x{h}; tiling "
+            f"it would not match the untiled result (channel attention would average each tile, not the frame, "
+            f"and the network needs {need} px of context per side): re-export with --dynamic "
+            f"(or --width {w} --height {h}), or use --ckpt"
+        )
+    if tile is None or (tile >= h and tile >= w):
+        return None, overlap
+    if fixed is not None:
+        note(f"--tile {tile} ignored: the ONNX model runs at its fixed {fixed[1]}x{fixed[0]} size, which holds "
+             f"the {w}x{h} frame")
+        return None, overlap
+    if not tiling_pays(h, w, tile, overlap):
+        note(f"--tile {tile} with the {overlap} px overlap the network needs makes every tile as large as the "
+             f"{w}x{h} frame: tiling does not pay at this size; running untiled")
+        return None, overlap
+    if tile < overlap:
+        note(f"--tile {tile} is smaller than the {overlap} px overlap: each tile computes about "
+             f"{(tile + 2 * overlap) ** 2 / tile ** 2:.0f}x its own area; --tile {overlap} or more is faster")
+    if getattr(net, "runner", None) is not None:
+        note("--tile with --onnx is approximate: each tile's channel attention averages that tile, not the "
+             "frame (PyTorch tiling, with --ckpt, is exact)")
+    return tile, overlap
+
+
 def _to_uint8(img: torch.Tensor) -> np.ndarray:
     """3 x H x W float in [0,1] -> H x W x 3 uint8 (clamped, rounded)."""
     return img.float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
@@ -98,7 +174,8 @@ def _to_uint8(img: torch.Tensor) -> np.ndarray:
 def run(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from lgfn.data.windows import canonical_padding
+    from lgfn.data.windows import _ALIASES as PADDING_ALIASES
+    from lgfn.data.windows import PADDINGS, canonical_padding
     from lgfn.degradation import imresize
     from lgfn.tiling import stream_windows, upscale_window
     from lgfn.video import FrameWriter, probe, read_frames
@@ -118,6 +195,16 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError("--device cuda: no CUDA device is available")
     if args.half and (device != "cuda" or args.onnx):
         raise UsageError("--half needs --device cuda (float16 is not supported on CPU or with --onnx)")
+    if args.onnx and args.ckpt is not None:
+        raise UsageError("--ckpt and --onnx exclude each other: --onnx FILE runs the exported model with the "
+                         "weights inside it; give one of them")
+    if args.padding is not None:
+        try:
+            canonical_padding(args.padding)
+        except ValueError:
+            allowed = ", ".join([*PADDINGS, *PADDING_ALIASES])
+            raise UsageError(f"--padding {args.padding}: expected one of {allowed}") from None
+    compare_target = check_outputs(args)
 
     info = probe(args.input)  # input errors before the model is loaded
     if args.compare is not None and not 0 <= args.compare < info.num_frames:
@@ -137,17 +224,14 @@ def run(args: argparse.Namespace) -> None:
     num_frames = int(getattr(net, "num_frames", meta.get("num_frames", 7)))
     padding = canonical_padding(args.padding or meta.get("padding", "reflection_circle"))
     dtype = torch.float16 if args.half else torch.float32
-    tile, overlap = args.tile, args.overlap
-    fixed = getattr(net, "fixed_hw", None)
-    if fixed is not None and (tile is not None or info.height > fixed[0] or info.width > fixed[1]):
-        overlap = min(overlap if overlap is not None else 16, (min(fixed) - 1) // 2)
-        tile = min(fixed) - 2 * overlap
+    tile, overlap = plan_tiles(net, info, args.tile, args.overlap)
 
     fps = Fraction(args.fps).limit_denominator(1001 * 1000) if args.fps else info.fps
     out_names = info.names if info.kind == "folder" else None
     compare_img = None
     start = time.perf_counter()
-    with FrameWriter(args.output, fps=fps, names=out_names) as writer:
+    with FrameWriter(args.output, fps=fps, names=out_names, overwrite=args.overwrite,
+                     inputs=(args.input,)) as writer:
         bar = tqdm(total=info.num_frames, unit="frame", desc=PROG, dynamic_ncols=True, file=sys.stderr)
         try:
             for t, window in stream_windows(read_frames(info), info.num_frames, num_frames, padding):
@@ -163,8 +247,7 @@ def run(args: argparse.Namespace) -> None:
             bar.close()
     elapsed = time.perf_counter() - start
     if compare_img is not None:
-        out = Path(args.output)
-        target = Path(args.compare_out) if args.compare_out else out.parent / f"{out.stem}_compare_{args.compare}.png"
+        target = compare_target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp.png")
         from PIL import Image

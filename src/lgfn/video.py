@@ -3,7 +3,9 @@
 Frames are ``H x W x 3`` uint8 RGB numpy arrays. Readers are generators (never the whole clip in
 memory). Grey, 16-bit and alpha frames are converted to RGB with a one-time note on the ``lgfn.video``
 logger. Writers write to a temporary name in the destination's directory and rename on success, so a
-failed run leaves no partial output.
+failed run leaves no partial output. One rule for existing outputs (``check_output``): a video file or a
+non-empty frame folder that exists is replaced only with ``overwrite``, and never when it is, or holds,
+the input.
 """
 
 from __future__ import annotations
@@ -176,23 +178,68 @@ def is_video_path(path: str | os.PathLike) -> bool:
     return not path.is_dir() and path.suffix.lower() in VIDEO_EXTENSIONS
 
 
+def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name one file or folder: through symlinks, ``..``, hard links."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` lies somewhere under ``folder`` (both resolved)."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def check_output(path: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] = (), overwrite: bool = False,
+                 label: str = "OUTPUT") -> None:
+    """The rule for what an output may replace; ValueError (one line naming ``label`` and the path) if not.
+
+    - a video suffix (``VIDEO_EXTENSIONS``) writes a video; no suffix, or an existing folder, writes PNG frames;
+      any other suffix is refused;
+    - an output that is one of ``inputs`` (or a folder holding one) is refused, also with ``overwrite``;
+    - an existing video file or non-empty folder is refused unless ``overwrite``; a folder is replaced only
+      when it holds nothing but frame images (an earlier run's output), never other files or folders.
+    """
+    path = Path(path)
+    video = is_video_path(path)
+    if not video and path.suffix and not path.is_dir():
+        raise ValueError(
+            f"{label} {path}: unsupported extension {path.suffix!r}: use a folder (no extension) for PNG frames "
+            f"or a video ({', '.join(VIDEO_EXTENSIONS)})"
+        )
+    for src in inputs:
+        if same_path(path, src) or (path.is_dir() and _inside(Path(src), path)):
+            what = "is" if same_path(path, src) else "holds"
+            raise ValueError(f"{label} {path} {what} the input {src}: writing it would destroy the input; "
+                             f"choose another {label}")
+    if video:
+        if path.exists() and not overwrite:
+            raise ValueError(f"{label} {path} exists: pass --overwrite to replace it")
+        return
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{label} {path} exists and is a file, not a folder for PNG frames")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{label} folder {path} exists and is not empty: pass --overwrite to replace it")
+        other = sorted(p.name for p in path.iterdir() if not (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+        if other:
+            raise ValueError(f"{label} folder {path} holds more than frames ({', '.join(other[:3])}"
+                             f"{', ...' if len(other) > 3 else ''}): not replacing it, even with --overwrite")
+
+
 class FrameWriter:
     """Write H x W x 3 uint8 frames to a video (libx264, yuv420p) or a PNG folder; ``commit`` publishes."""
 
     def __init__(self, path: str | os.PathLike, fps: Fraction | float | None = None, names: list[str] | None = None,
-                 crf: int = 18) -> None:
+                 crf: int = 18, overwrite: bool = False, inputs: tuple[str | os.PathLike, ...] = ()) -> None:
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001 * 1000) if fps else DEFAULT_FPS
         self.names = names
         self.count = 0
+        check_output(self.path, inputs, overwrite)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.video = is_video_path(self.path)
-        if not self.video and self.path.suffix and not self.path.is_dir():
-            raise ValueError(
-                f"unsupported output {self.path}: use a folder (no suffix) or a video ({', '.join(VIDEO_EXTENSIONS)})"
-            )
-        if not self.video and self.path.is_dir() and any(self.path.iterdir()):
-            raise ValueError(f"output folder {self.path} exists and is not empty")
         self._container = None
         self._stream = None
         self._crf = crf
@@ -243,9 +290,13 @@ class FrameWriter:
             self._container.close()
             self._container = None
             publish(self.tmp, self.path)
+        elif self.path.is_dir():
+            # Empty, or (--overwrite) an earlier run's frames: set it aside, put the new folder in place, drop it.
+            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".old", dir=self.path.parent))
+            os.replace(self.path, old / self.path.name)
+            publish(self.tmp, self.path)
+            shutil.rmtree(old, ignore_errors=True)
         else:
-            if self.path.is_dir():
-                self.path.rmdir()  # checked empty at start
             publish(self.tmp, self.path)
 
     def abort(self) -> None:
@@ -275,4 +326,5 @@ class FrameWriter:
             raise
 
 
-__all__ = ["DEFAULT_FPS", "VIDEO_EXTENSIONS", "FrameWriter", "VideoInfo", "is_video_path", "probe", "read_frames"]
+__all__ = ["DEFAULT_FPS", "VIDEO_EXTENSIONS", "FrameWriter", "VideoInfo", "check_output", "is_video_path", "probe",
+           "read_frames", "same_path"]
