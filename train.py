@@ -4,7 +4,6 @@
 import lgfn  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
 # isort: on
 
-import hydra
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -40,7 +39,7 @@ def train(cfg: DictConfig) -> float | None:
     return None if metric is None else float(metric)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@runner.hydra_main(config_name="train")
 def main(cfg: DictConfig) -> float | None:
     return runner.run_task(train, cfg)
 

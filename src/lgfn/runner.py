@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import inspect
 import json
+import logging
 import math
 import os
+import re
+import shutil
 import sys
 import traceback
 import types
 import typing
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,35 @@ def register_resolvers() -> None:
 register_resolvers()
 # conf/hydra/launcher/*.yaml spell out the plugins' settings under the plugins' own names, on purpose.
 warnings.filterwarnings("ignore", message=r".*is validated against ConfigStore schema with the same name.*")
+
+
+# ---------------------------------------------------------------------------- third-party noise
+class _DropLightningNoise(logging.Filter):
+    """Lightning's "💡 Tip" adverts for its cloud packages (litlogger, litmodels), and its note that the
+    configured ``lgfn.callbacks.ModelSummary`` replaces its default one; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("💡 Tip") and ("litlogger" in message or "litmodels" in message):
+            return False
+        return not message.startswith("Trainer already configured with model summary callbacks")
+
+
+def quiet_third_party() -> None:
+    """Silence messages a user cannot act on, each matched by its own text; other warnings and logs still show.
+
+    (W&B's "anonymous setting" warning is avoided at its source, ``lgfn.loggers.WandbLogger``.)
+    """
+    # Lightning 2.6 on torch >= 2.10 builds torch's deprecated LeafSpec in its own code, at every fit and test.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropLightningNoise) for f in log.filters):
+            log.addFilter(_DropLightningNoise())
+
+
+quiet_third_party()
 
 
 # ---------------------------------------------------------------------------- validation
@@ -382,6 +416,8 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     except Exception as e:
         if type(e).__name__ == "InstantiationException" and isinstance(e.__cause__, Exception):
             e = e.__cause__  # hydra wraps what a constructor raised: report the constructor's own error
+        if not multirun:
+            remove_unused_run_dir(out)
         if multirun:
             out.mkdir(parents=True, exist_ok=True)
             write_json_atomic({"status": "failed", "error": f"{type(e).__name__}: {e}",
@@ -393,3 +429,140 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             raise
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+
+
+def remove_unused_run_dir(out: Path) -> bool:
+    """Delete the run directory of a failed run when it holds only what Hydra wrote before the task started.
+
+    That is the ``.hydra`` folder (config, hydra and overrides YAML) and the job's log; anything else (a
+    resolved config, checkpoints, logger files) means the run got somewhere, and the directory stays.
+    Returns whether it was removed.
+    """
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return False
+    subdir = hc.output_subdir
+    if not subdir or not (out / subdir).is_dir():
+        return False  # not a directory Hydra set up for this run
+    bookkeeping = {"config.yaml", "hydra.yaml", "overrides.yaml"}
+    if any(p.name not in bookkeeping or not p.is_file() for p in (out / subdir).iterdir()):
+        return False
+    if any(p.name not in (subdir, f"{hc.job.name}.log") for p in out.iterdir()):
+        return False
+    shutil.rmtree(out, ignore_errors=True)
+    return not out.exists()
+
+
+# ---------------------------------------------------------------------------- entry points
+def hydra_main(config_name: str, config_path: str = "conf") -> Callable:
+    """``@hydra.main(version_base="1.3", config_path=..., config_name=...)`` with config errors in one line.
+
+    Hydra rejects an override of a key the config does not have (``model.net.num_fet=32``, a typo) while
+    composing, with advice to write ``+model.net.num_fet=32`` (which would only add the typo). Here it ends
+    like every other config error: one line ``error: unknown config key ... (did you mean ...?)`` and exit
+    status 1; a mistyped group choice (``model=lgfn_smal``) names the choices. HYDRA_FULL_ERROR=1 keeps
+    Hydra's own report.
+    """
+    import hydra
+
+    def decorator(task_function: Callable) -> Callable:
+        hydra_entry = hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(task_function)
+
+        @functools.wraps(task_function)
+        def main(cfg_passthrough: DictConfig | None = None) -> Any:
+            if cfg_passthrough is not None:
+                return hydra_entry(cfg_passthrough)
+            with _one_line_composition_errors():
+                return hydra_entry()
+
+        return main
+
+    return decorator
+
+
+@contextlib.contextmanager
+def _one_line_composition_errors() -> Iterator[None]:
+    """Route Hydra's composition failures through ``composition_error_line`` while the entry point runs.
+
+    Hydra reports them, and exits, in ``hydra._internal.utils.run_and_report``: the one place that sees them.
+    """
+    from hydra._internal import utils as hydra_utils
+
+    original = getattr(hydra_utils, "run_and_report", None)
+    if original is None:  # another Hydra layout: keep its report
+        yield
+        return
+
+    def run_and_report(func: Callable) -> Any:
+        def guarded() -> Any:
+            try:
+                return func()
+            except Exception as e:
+                line = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else composition_error_line(e)
+                if line is None:
+                    raise
+                print(f"error: {line}", file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
+
+        return original(guarded)
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = original
+
+
+def composition_error_line(error: BaseException) -> str | None:
+    """One line for Hydra's "key not in struct" / "does not exist" / "could not find group option" errors; else None."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if not isinstance(error, ConfigCompositionException):
+        return None
+    text = str(error)
+    if isinstance(error, MissingConfigException):
+        missing, options = error.missing_cfg_file, list(error.options or [])
+        if not missing or "/" not in missing or not options:
+            return None
+        group, name = missing.rsplit("/", 1)
+        close = difflib.get_close_matches(name, options, n=1)
+        hint = f"did you mean {group}={close[0]}? " if close else ""
+        return f"unknown config choice {group}={name} ({hint}choices: {', '.join(options)})"
+    cause = error.__cause__
+    override = re.match(r"Could not override '([^']+)'", text)
+    if override and isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and "not in struct" in str(cause):
+        add = re.search(r"use (\+\S+)", text)
+        return _unknown_key_line(override.group(1), cause, add.group(1) if add else None)
+    deleted = re.match(r"Could not delete from config\. '([^']+)' does not exist", text)
+    if deleted:
+        return f"unknown config key {deleted.group(1)}: there is nothing to delete (~{deleted.group(1)})"
+    return None
+
+
+def _unknown_key_line(key: str, cause: Exception, add: str | None) -> str:
+    """``unknown config key KEY[: TARGET does not take 'NAME'] (did you mean ...?)``, as validate_node says it."""
+    missing = str(getattr(cause, "full_key", None) or key)  # the first segment of `key` that does not exist
+    name = str(getattr(cause, "key", None) or missing.rsplit(".", 1)[-1])
+    parent = getattr(cause, "parent_node", None)
+    prefix = missing[: -len(name)] if missing.endswith(name) else ""
+    rest = key[len(missing):] if key.startswith(missing) else ""
+    candidates = [str(k) for k in parent.keys() if not str(k).startswith("_")] if isinstance(parent, DictConfig) else []
+    target = parent.get("_target_") if isinstance(parent, DictConfig) else None
+    if target:
+        try:
+            obj = get_class(target)
+            params = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj, eval_str=True).parameters
+        except Exception:  # noqa: BLE001 - no signature to suggest from
+            params = {}
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and not rest:
+            # The target takes extra keyword arguments: adding the key is legitimate, so Hydra's advice holds.
+            return (f"unknown config key {key}: not in the config; {target} passes extra keyword arguments on, "
+                    f"so if {name!r} is one of them add it with {add or '+' + key}")
+        candidates += [n for n in params if n != "self" and params[n].kind not in (inspect.Parameter.VAR_POSITIONAL,
+                                                                                     inspect.Parameter.VAR_KEYWORD)]
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1)
+    hint = f" (did you mean {prefix}{close[0]}{rest}?)" if close else ""
+    does_not_take = f": {target} does not take {name!r}" if target and not rest else ""
+    return f"unknown config key {key}{does_not_take}{hint}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ENV_SWITCH", "available", "build", "build_directory", "ops"]
+__all__ = ["ENV_SWITCH", "available", "build", "build_directory", "needs_compile", "ops"]
 
 ENV_SWITCH = "LGFN_DCN_KERNELS"
 _SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
@@ -32,27 +32,39 @@ def _disabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off")
 
 
-def build_directory() -> Path:
-    """Where the build lives: one folder per torch version (torch's own cache key ignores it, and a
-    library built against other torch headers would fail to load)."""
-    from torch.utils.cpp_extension import get_default_build_root
-
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
-    tag = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in torch.__version__)
-    return Path(root).expanduser() / f"{_NAME}-torch{tag}"
-
-
-def build(verbose: bool = False) -> None:
-    """Compile (or load the cached build of) the kernels; raises if that is impossible here."""
-    # Importing cpp_extension logs "No CUDA runtime is found" on CPU-only machines: irrelevant for a CPU op.
+def _cpp_extension():
+    """`torch.utils.cpp_extension`, imported without its "No CUDA runtime is found" note (irrelevant for a CPU op)."""
     cpp_log = logging.getLogger("torch.utils.cpp_extension")
     level = cpp_log.level
     cpp_log.setLevel(logging.ERROR)
     try:
-        from torch.utils.cpp_extension import load
+        from torch.utils import cpp_extension
     finally:
         cpp_log.setLevel(level)
+    return cpp_extension
 
+
+def build_directory() -> Path:
+    """Where the build lives: one folder per torch version (torch's own cache key ignores it, and a
+    library built against other torch headers would fail to load)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or _cpp_extension().get_default_build_root()
+    tag = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in torch.__version__)
+    return Path(root).expanduser() / f"{_NAME}-torch{tag}"
+
+
+def needs_compile(folder: Path | None = None) -> bool:
+    """Whether `build` will compile: no built library in `folder` yet, or a source newer than it (ninja's rule)."""
+    folder = build_directory() if folder is None else folder
+    library = folder / f"{_NAME}.so"
+    if not library.is_file() or not (folder / "build.ninja").is_file():
+        return True
+    built = library.stat().st_mtime
+    return any(src.stat().st_mtime > built for src in _SOURCE_DIR.iterdir() if src.suffix in (".cpp", ".h"))
+
+
+def build(verbose: bool = False) -> None:
+    """Compile (or load the cached build of) the kernels; raises if that is impossible here."""
+    load = _cpp_extension().load
     folder = build_directory()
     folder.mkdir(parents=True, exist_ok=True)  # torch serialises concurrent builds with an OS file lock
     load(
@@ -82,7 +94,8 @@ def _try_build() -> bool:
         return False
     if hasattr(torch.ops, "lgfn_dcn") and hasattr(torch.ops.lgfn_dcn, "columns"):
         return True
-    _log.info("loading the C++ deformable-conv kernels (compiled once, about 15 s)")
+    if needs_compile():  # a cached build loads at once: nothing to announce
+        _log.info("compiling the C++ deformable-conv kernels (once per torch version, about 15 s)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # cpp_extension's notes about CUDA_HOME and compiler versions
