@@ -69,7 +69,7 @@ def count_images(nb) -> int:
     return sum("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
 
 
-@pytest.mark.parametrize("name", ["01_quickstart.ipynb", "02_ablations.ipynb"])
+@pytest.mark.parametrize("name", ["01_quickstart.ipynb", "02_ablations.ipynb", "03_temporal.ipynb"])
 def test_notebooks_are_saved_clean(name):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbformat.validate(nb)
@@ -199,3 +199,34 @@ def test_ablations_notebook_reads_newest_sweep(tmp_path, kernel, monkeypatch):
     # Summary: the job averages as write_summary recorded them.
     full = next(line for line in text.splitlines() if line.split()[:2] == ["0", "full"])
     assert full.split()[2:4] == ["ok", "30.8125"]
+
+
+@pytest.mark.slow
+def test_temporal_notebook_trains_the_pairs_and_tabulates_them(tmp_path, kernel, monkeypatch):
+    from entry import TINY_DATA, TINY_NET
+
+    out = tmp_path / "runs"
+    monkeypatch.setenv("LGFN_NB_STEPS", "2")
+    monkeypatch.setenv("LGFN_NB_OUT", str(out))
+    monkeypatch.setenv("LGFN_NB_RUNS", "7 frames,single frame")
+    monkeypatch.setenv("LGFN_NB_EXTRA", " ".join(["trainer=cpu", f"paths.data_dir={tmp_path / 'data'}",
+                                                  *TINY_NET, *TINY_DATA]))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    nb = run_notebook("03_temporal.ipynb", kernel, tmp_path)
+    text = text_of(nb)
+    assert count_images(nb) == 1
+    runs = {"7 frames": out / "7_frames", "single_frame": out / "single_frame"}
+    metrics = {k: json.loads((d / "metrics.json").read_text()) for k, d in runs.items()}
+    seven = next(line for line in text.splitlines() if line.startswith("7 frames "))
+    single = next(line for line in text.splitlines() if line.startswith("single frame "))
+    s7, s1 = seven.split()[2:], single.split()[2:]
+    assert float(s7[0]) == pytest.approx(round(metrics["7 frames"]["average"]["psnr"], 2))
+    assert float(s7[2]) == pytest.approx(round(metrics["7 frames"]["average"]["temporal_gain"], 2))
+    assert float(s7[4]) == pytest.approx(round(metrics["7 frames"]["average"]["psnr"]
+                                               - metrics["single_frame"]["average"]["psnr"], 2))
+    assert metrics["single_frame"]["average"]["temporal_gain"] == 0.0  # its windows are the centre repeated
+    assert float(s1[2]) == 0.0
+    # a second run reuses the finished runs instead of training again
+    before = {d: (d / "metrics.json").stat().st_mtime_ns for d in runs.values()}
+    run_notebook("03_temporal.ipynb", kernel, tmp_path)
+    assert before == {d: (d / "metrics.json").stat().st_mtime_ns for d in runs.values()}
