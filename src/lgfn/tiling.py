@@ -19,7 +19,7 @@ fed back as the whole-frame means. Without it each tile uses its own means (fast
 Temporal driver (``stream_windows``): keeps a ring buffer of decoded frames so output t sees the window
 ``lgfn.data.windows.frame_indices(t, N, length, padding)``; needs ``length`` up front (windows near the
 end reach past t). Clips shorter than the window (which ``frame_indices`` rejects) use
-``short_clip_indices``: the same padding rule with indices folded until they land in the clip.
+``lgfn.data.windows.short_clip_indices``: the same padding rule with indices folded until they land in the clip.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgfn.data.windows import canonical_padding, check_num_frames, frame_indices
+from lgfn.data.windows import short_clip_indices, window_indices  # the window rule lives there; re-exported
 
 
 class _Stop(Exception):
@@ -244,35 +244,6 @@ def _freeze_pools(net: nn.Module, lr: torch.Tensor, tiles: list, control: _PoolC
 
 
 # --------------------------------------------------------------------------- temporal windows
-def short_clip_indices(center: int, num_frames: int, length: int, padding: str) -> list[int]:
-    """Window for a clip shorter than the window: the padding rule, folded until inside [0, length)."""
-    padding = canonical_padding(padding)
-    check_num_frames(num_frames)
-    if length >= num_frames:
-        return frame_indices(center, num_frames, length, padding)
-    half, last = num_frames // 2, length - 1
-    out = []
-    for i in range(center - half, center + half + 1):
-        if padding == "replicate":
-            j = min(max(i, 0), last)
-        elif padding == "circle":
-            j = i % length
-        else:
-            # reflection / reflection_circle: mirror about the ends, repeatedly (no edge repeat).
-            period = 2 * last if last > 0 else 1
-            j = abs(i) % period if last > 0 else 0
-            j = period - j if j > last else j
-        out.append(j)
-    return out
-
-
-def window_indices(center: int, num_frames: int, length: int, padding: str) -> list[int]:
-    """``frame_indices`` (the project's rule) with the short-clip fallback."""
-    if length < num_frames:
-        return short_clip_indices(center, num_frames, length, padding)
-    return frame_indices(center, num_frames, length, padding)
-
-
 def stream_windows(
     frames: Iterable[np.ndarray | torch.Tensor], length: int, num_frames: int, padding: str
 ) -> Iterator[tuple[int, list]]:

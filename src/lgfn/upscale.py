@@ -1,7 +1,7 @@
 """``lgfn-upscale INPUT OUTPUT``: 4x video super-resolution of a video file or a folder of frames.
 
 Frames are streamed: each output frame t is computed from the window
-``lgfn.data.windows.frame_indices(t, N, length, padding)`` (short clips: ``lgfn.tiling.short_clip_indices``),
+``lgfn.data.windows.frame_indices(t, N, length, padding)`` (short clips: ``lgfn.data.windows.short_clip_indices``),
 optionally tiled over space (``--tile``, exact with the default ``--overlap``; see ``lgfn.tiling``).
 An existing OUTPUT (video file, non-empty frame folder, ``--compare`` PNG) is replaced only with
 ``--overwrite``, and never when it is the input (``lgfn.video.check_output``).

@@ -63,6 +63,35 @@ def frame_indices(center: int, num_frames: int, length: int, padding: str) -> li
     return out
 
 
+def short_clip_indices(center: int, num_frames: int, length: int, padding: str) -> list[int]:
+    """Window for a clip shorter than the window: the padding rule, folded until inside [0, length)."""
+    padding = canonical_padding(padding)
+    check_num_frames(num_frames)
+    if length >= num_frames:
+        return frame_indices(center, num_frames, length, padding)
+    half, last = num_frames // 2, length - 1
+    out = []
+    for i in range(center - half, center + half + 1):
+        if padding == "replicate":
+            j = min(max(i, 0), last)
+        elif padding == "circle":
+            j = i % length
+        else:
+            # reflection / reflection_circle: mirror about the ends, repeatedly (no edge repeat).
+            period = 2 * last if last > 0 else 1
+            j = abs(i) % period if last > 0 else 0
+            j = period - j if j > last else j
+        out.append(j)
+    return out
+
+
+def window_indices(center: int, num_frames: int, length: int, padding: str) -> list[int]:
+    """``frame_indices`` (the project's rule) with the short-clip fallback."""
+    if length < num_frames:
+        return short_clip_indices(center, num_frames, length, padding)
+    return frame_indices(center, num_frames, length, padding)
+
+
 def centre_only_indices(center: int, num_frames: int) -> list[int]:
     """The window of ``centre_only`` data: the centre frame repeated ``num_frames`` times."""
     check_num_frames(num_frames)
