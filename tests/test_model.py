@@ -284,3 +284,25 @@ def test_gflops_matches_conv_hook_count():
     for handle in handles:
         handle.remove()
     assert gflops_per_frame(model, (h, w)) == pytest.approx(total / 1e9)
+
+
+def test_kaiming_init_keeps_offsets_zero_and_scales_residual_branches():
+    import math
+
+    from lgfn.models.init import init_weights
+
+    torch.manual_seed(0)
+    net = init_weights(LGFN(num_frames=3, num_feat=32, num_extract_blocks=2, num_align_stages=2,
+                            deformable_groups=4, num_lfm=1, num_gfm=1, gfm_slice_channels=4, num_rcab=2), "kaiming")
+    gain = math.sqrt(2 / (1 + 0.1**2))
+    for stage in net.alignment.stages:
+        assert not stage.dcn.conv_offset.weight.any() and not stage.dcn.conv_offset.bias.any()
+    fuse = net.reconstruction.conv_fuse  # a plain conv: He-normal, std gain / sqrt(fan_in)
+    want = gain / math.sqrt(fuse.weight[0].numel())
+    assert fuse.weight.std().item() == pytest.approx(want, rel=0.05) and not fuse.bias.any()
+    rb = net.extraction.body[0] if hasattr(net.extraction, "body") else None
+    res = [m for m in net.modules() if type(m).__name__ == "ResidualBlockNoBN"][0] if rb is None else rb
+    want_res = 0.1 * gain / math.sqrt(res.conv2.weight[0].numel())
+    assert res.conv2.weight.std().item() == pytest.approx(want_res, rel=0.1)
+    with pytest.raises(ValueError, match="model.weight_init='xavier'"):
+        init_weights(net, "xavier")
