@@ -1,7 +1,9 @@
 """`make bench`: run every benchmark module's `run()` and rewrite BENCHMARKS.md (tables, machine, command).
 
-`python benchmarks/run.py [--only dcn,model,data,onnx] [--repeats N] [--full]`; --full adds the paper-size
-model at 270p and more repeats (tens of minutes on 2 cores). Sections not run keep no stale numbers.
+`python benchmarks/run.py [--only dcn,model,data,onnx] [--repeats N] [--full] [--update]`; --full adds the
+paper-size model at 270p and more repeats (tens of minutes on 2 cores). Sections not run keep no stale numbers,
+unless --update: then the sections of the existing BENCHMARKS.md that were not run stay as they were (the
+header names the run they came from) and only the ones run are replaced.
 """
 
 from __future__ import annotations
@@ -24,12 +26,32 @@ def _section(title: str, command: str, body: str) -> str:
     return f"## {title}\n\n`{command}`\n\n{body}\n"
 
 
+def _merge(old: str, notes: str, header: str, sections: list[str]) -> tuple[str, list[str]]:
+    """--update: the old file's sections, with those run now replaced (or appended), and a header saying so."""
+    if notes and old.endswith(notes):
+        old = old[: -len(notes)]
+    old_header, *old_sections = old.split("\n## ")
+    old_sections = ["## " + s.strip() + "\n" for s in old_sections]
+    new = {s.splitlines()[0]: s for s in sections}
+    merged = [new.pop(s.splitlines()[0], s) for s in old_sections] + list(new.values())
+    kept = [s.splitlines()[0][3:] for s in merged if s not in sections]
+    def line(tag: str) -> str:
+        return next((x[len(tag) :] for x in old_header.splitlines() if x.startswith(tag)), "?")
+
+    if kept:
+        header += (f"- sections kept from the previous run (`--update`): {', '.join(kept)}; that run's command: "
+                   f"{line('- command: ')}; machine: {line('- machine: ')}\n")
+    return header, merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="dcn,model,data,onnx", help="comma-separated benchmark names")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
     parser.add_argument("--full", action="store_true", help="also the slow paper-size runs")
     parser.add_argument("--out", default=str(common.ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the sections run now; keep the others of the existing file")
     args = parser.parse_args(argv)
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
     unknown = set(wanted) - {"dcn", "model", "data", "onnx"}
@@ -71,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         import bench_data
 
         rows = bench_data.run()
-        sections.append(_section("Data pipeline vs training step", "python benchmarks/bench_data.py",
+        sections.append(_section("Training loader per worker and layout", "python benchmarks/bench_data.py",
                                  bench_data.__doc__.strip() + "\n\n" + common.markdown(rows)))
         print(common.markdown(rows), flush=True)
     if "onnx" in wanted and (HERE / "bench_onnx.py").exists():
@@ -93,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         "be compared across runs (the machine may be shared).\n"
     )
     notes = NOTES.read_text() if NOTES.exists() else ""
+    if args.update and Path(args.out).exists():
+        header, sections = _merge(Path(args.out).read_text(), notes, header, sections)
     Path(args.out).write_text(header + "\n" + "\n".join(sections) + ("\n" + notes if notes else ""))
     print(f"wrote {args.out}")
     return 0

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# Dataset manifests (lgfn.data.manifest) of the tests' tiny datasets go to a temporary folder, not ~/.cache;
+# subprocesses (train.py, eval.py) inherit it.
+if "LGFN_MANIFEST_DIR" not in os.environ:
+    os.environ["LGFN_MANIFEST_DIR"] = tempfile.mkdtemp(prefix="lgfn-test-manifests-")
+    atexit.register(shutil.rmtree, os.environ["LGFN_MANIFEST_DIR"], True)
 
 
 def write_frames(

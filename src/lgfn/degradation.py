@@ -140,6 +140,50 @@ def degrade(hr: torch.Tensor, kind: str = "bi", scale: int = 4) -> torch.Tensor:
     return bd_degrade(hr, scale=scale)
 
 
+@lru_cache(maxsize=16)
+def crop_margin(kind: str = "bi", scale: int = 4) -> int:
+    """LR pixels of context per side that ``degrade_crop`` degrades beyond an LR crop (2 for 4x BI and BD).
+
+    Read off an interior row of the degradation matrix itself: the farthest HR pixel with a non-zero
+    weight, measured from the LR pixel's own ``scale`` x ``scale`` HR block, rounded up to whole LR
+    pixels (BI 4x: the antialiased cubic reaches 6 HR px past the block; BD: the 13-tap Gaussian 6).
+    """
+    if kind not in DEGRADATIONS:
+        raise ValueError(f"data.degradation must be one of {list(DEGRADATIONS)}, got {kind!r}")
+    n = 16 * scale
+    mat = _weight_matrix(n, 1.0 / scale) if kind == "bi" else _bd_matrix(n, scale, 13, 0.4 * scale)
+    i = mat.shape[0] // 2
+    taps = mat[i].nonzero().flatten()
+    reach = max(scale * i - int(taps.min()), int(taps.max()) - (scale * i + scale - 1), 0)
+    return math.ceil(reach / scale)
+
+
+def degrade_crop(
+    hr: torch.Tensor, kind: str, scale: int, top: int, left: int, height: int, width: int
+) -> torch.Tensor:
+    """``degrade(hr, kind, scale)[..., top:top+height, left:left+width]`` from the HR crop plus its margin.
+
+    Only the HR pixels of the LR crop widened by ``crop_margin`` LR pixels per side (clamped at the
+    frame) are degraded. Every kept LR pixel then has all its non-zero taps inside that region, with
+    the same weights (the matrices' interior rows are shifted copies, computed exactly; the frame's own
+    border rows are rebuilt identically when the region touches the border), so the result differs
+    from the whole-frame one only by float32 summation order inside the matmuls: at most a few ulps
+    (tests/test_degradation.py measures <= 1.2e-7), which changes an 8-bit ``quantize_8bit`` value
+    only when a pixel lies within that distance of a rounding boundary (0 of 2.4 M pixels measured).
+    """
+    hr = crop_to_multiple(hr, scale)
+    h, w = hr.shape[-2] // scale, hr.shape[-1] // scale
+    if not (0 <= top and top + height <= h and 0 <= left and left + width <= w and height > 0 and width > 0):
+        raise ValueError(
+            f"degrade_crop: LR crop {height}x{width} at ({top}, {left}) is outside the {h}x{w} LR frame"
+        )
+    m = crop_margin(kind, scale)
+    t0, t1 = max(0, top - m), min(h, top + height + m)
+    l0, l1 = max(0, left - m), min(w, left + width + m)
+    lr = degrade(hr[..., scale * t0 : scale * t1, scale * l0 : scale * l1], kind, scale)
+    return lr[..., top - t0 : top - t0 + height, left - l0 : left - l0 + width]
+
+
 def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
     """Clamp to [0, 1] and round to the 8-bit grid, as if saved to and read back from a PNG."""
     return x.clamp(0, 1).mul(255).round().div(255)

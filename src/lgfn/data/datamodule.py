@@ -55,7 +55,7 @@ class VSRDataModule(LightningDataModule):
         num_frames: int = 7,
         patch_size: int = 192,
         batch_size: int = 8,
-        num_workers: int = 4,
+        num_workers: int | None = 4,
         padding: str = "reflection_circle",
         scale: int = 4,
         augment: bool = True,
@@ -70,6 +70,8 @@ class VSRDataModule(LightningDataModule):
         train_repeat: int = 1,
         cache_frames: bool | None = None,
         centre_only: bool = False,
+        manifest: bool = True,
+        manifest_dir: str | None = None,
     ):
         super().__init__()
         # Cheap argument checks at construction, so a bad config fails before any disk access.
@@ -89,8 +91,8 @@ class VSRDataModule(LightningDataModule):
             )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"data.batch_size must be a positive integer, got {batch_size!r}")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
+        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
+            raise ValueError(f"data.num_workers must be an integer >= 0 or null (from the CPUs), got {num_workers!r}")
         if val_max_clips is not None and val_max_clips < 1:
             raise ValueError(f"data.val_max_clips must be >= 1 or null, got {val_max_clips!r}")
         self.save_hyperparameters(logger=False)
@@ -110,6 +112,8 @@ class VSRDataModule(LightningDataModule):
         self.centre_only = bool(centre_only)
         # Small sets are kept in memory (8-bit) after the first read, so degradation runs once per frame.
         self.cache_frames = name == "builtin" if cache_frames is None else bool(cache_frames)
+        # Scan once, read the clips from a manifest afterwards (lgfn.data.manifest); the built-in set is tiny.
+        self.manifest, self.manifest_dir = bool(manifest) and name != "builtin", manifest_dir
         # Attributes the LightningModule reads.
         self.test_name: str = _TEST_NAMES[name]
         self.average: str = average or ("frame" if name == "spmcs" else "clip")
@@ -143,6 +147,19 @@ class VSRDataModule(LightningDataModule):
         return self._roots
 
     def _clips(self, split: str) -> ClipSet:
+        """The split's checked clips: from the manifest when it is current, else scanned (and saved)."""
+        if not self.manifest:
+            return self._scan(split)
+        from lgfn.data.manifest import load_or_scan
+
+        root = self.root if self.name in ("vimeo90k", *_TEST_ONLY) else self._split_roots()[split]
+        clip_list = self.clip_list if (self.name != "folder" or split == "test") else None
+        key = {"layout": self.name, "split": split, "degradation": self.degradation, "scale": self.scale,
+               "clip_list": None if clip_list is None else str(Path(clip_list).expanduser().resolve())}
+        watch = [clip_list] if clip_list else []
+        return load_or_scan(root, key, lambda: self._scan(split), folder=self.manifest_dir, watch=watch)
+
+    def _scan(self, split: str) -> ClipSet:
         if self.name == "vimeo90k":
             cs = discover_vimeo90k(self.root, split, self.degradation, self.scale, self.clip_list)
         elif self.name in _TEST_ONLY:
@@ -205,15 +222,30 @@ class VSRDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
 
+    def loader_workers(self) -> int:
+        """``data.num_workers``, or (null) this rank's share of the CPUs the job really has (lgfn.data.cpus)."""
+        from lgfn.data.cpus import auto_workers, ranks_on_node, usable_cpus
+
+        trainer = getattr(self, "trainer", None)
+        if self.num_workers is None:
+            return auto_workers(trainer)
+        share = usable_cpus() // ranks_on_node(trainer)
+        if self.num_workers > share and not getattr(self, "_warned_workers", False):
+            self._warned_workers = True
+            log.warning("data.num_workers=%d is more than this rank's %d usable CPUs (os.sched_getaffinity); "
+                        "data.num_workers=null picks %d", self.num_workers, share, max(0, share - 1))
+        return self.num_workers
+
     def _loader(self, dataset, *, batch_size: int, sampler=None) -> DataLoader:
+        workers = self.loader_workers()
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            worker_init_fn=_single_thread_worker if self.num_workers > 0 else None,
+            persistent_workers=workers > 0,
+            worker_init_fn=_single_thread_worker if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

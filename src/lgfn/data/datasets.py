@@ -8,27 +8,29 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from lgfn.data.io import read_image
+from lgfn.data.io import read_image, read_u8
 from lgfn.data.layouts import Clip
+from lgfn.data.table import ClipTable, as_table
 from lgfn.data.windows import canonical_padding, centre_only_indices, check_num_frames, frame_indices
-from lgfn.degradation import DEGRADATIONS, crop_to_multiple, degrade, quantize_8bit
+from lgfn.degradation import DEGRADATIONS, crop_margin, crop_to_multiple, degrade, quantize_8bit
 
 
-def _check_common(clips: list[Clip], num_frames: int, padding: str, degradation: str, scale: int) -> str:
+def _check_common(clips: ClipTable, num_frames: int, padding: str, degradation: str, scale: int) -> str:
     check_num_frames(num_frames)
     padding = canonical_padding(padding)
     if degradation not in DEGRADATIONS:
         raise ValueError(f"data.degradation must be one of {list(DEGRADATIONS)}, got {degradation!r}")
     if not isinstance(scale, int) or scale < 1:
         raise ValueError(f"data.scale must be a positive integer, got {scale!r}")
-    if not clips:
+    if not len(clips):
         raise ValueError("the dataset has no clips")
-    for c in clips:
+    short = np.flatnonzero(clips.counts() < num_frames)
+    if len(short):
         # A fixed centre (Vimeo im4) still needs the whole window inside the clip.
-        if len(c) < num_frames:
-            raise ValueError(
-                f"clip {c.name!r} has {len(c)} frames, shorter than the window (data.num_frames={num_frames})"
-            )
+        i = int(short[0])
+        raise ValueError(
+            f"clip {clips.name(i)!r} has {clips.length(i)} frames, shorter than the window (data.num_frames={num_frames})"
+        )
     return padding
 
 
@@ -61,6 +63,41 @@ def load_window(
     return torch.stack([lr_frames[j] for j in idxs]).contiguous(), hr_frames[centre]
 
 
+def load_patch(
+    clip: Clip, idxs: list[int], degradation: str, scale: int, lr_patch: int, choose
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training patch without the whole frames: LR ``N x 3 x p x p`` and HR ``3 x s*p x s*p`` (p = ``lr_patch``).
+
+    ``choose(h, w) -> (top, left)`` picks the LR crop once the frame size is known. Pre-made LR frames
+    are read and cropped; otherwise only the HR crop plus ``crop_margin`` LR pixels per side is
+    degraded (``lgfn.degradation.degrade_crop``: the whole frame's LR values on the crop). Frames stay
+    8-bit until cropped. Same values as ``load_window`` followed by the crop.
+    """
+    centre = idxs[len(idxs) // 2]
+    unique = list(dict.fromkeys(idxs))
+    if clip.lr is not None:
+        lr_u8 = {j: read_u8(clip.lr[j]) for j in unique}
+        h, w = lr_u8[centre].shape[-2:]
+        top, left = choose(h, w)
+        lr = torch.stack([lr_u8[j][:, top : top + lr_patch, left : left + lr_patch] for j in idxs])
+        hr = read_u8(clip.hr[centre])
+        hr = hr[:, scale * top : scale * (top + lr_patch), scale * left : scale * (left + lr_patch)]
+        return lr.float().div_(255), hr.float().div_(255)
+    hr_u8 = {j: crop_to_multiple(read_u8(clip.hr[j]), scale) for j in unique}
+    h, w = (n // scale for n in hr_u8[centre].shape[-2:])
+    top, left = choose(h, w)
+    m = crop_margin(degradation, scale)
+    t0, t1 = max(0, top - m), min(h, top + lr_patch + m)
+    l0, l1 = max(0, left - m), min(w, left + lr_patch + m)
+    region = torch.stack([hr_u8[j][:, scale * t0 : scale * t1, scale * l0 : scale * l1] for j in unique])
+    lr_unique = quantize_8bit(degrade(region.float().div_(255), degradation, scale))
+    lr_unique = lr_unique[..., top - t0 : top - t0 + lr_patch, left - l0 : left - l0 + lr_patch]
+    row = {j: k for k, j in enumerate(unique)}
+    lr = lr_unique[[row[j] for j in idxs]]
+    hr = hr_u8[centre][:, scale * top : scale * (top + lr_patch), scale * left : scale * (left + lr_patch)]
+    return lr.contiguous(), hr.float().div_(255)
+
+
 def _window(ds: VSRTestDataset | VSRTrainDataset, t: int, length: int) -> list[int]:
     """Frame indices of the window around ``t`` (``centre_only``: the centre repeated)."""
     if ds.centre_only:
@@ -78,7 +115,7 @@ class VSRTestDataset(Dataset):
 
     def __init__(
         self,
-        clips: list[Clip],
+        clips: list[Clip] | ClipTable,
         *,
         num_frames: int = 7,
         padding: str = "reflection_circle",
@@ -88,30 +125,34 @@ class VSRTestDataset(Dataset):
         cache_frames: bool = False,
         centre_only: bool = False,
     ):
+        clips = as_table(clips)
         self.padding = _check_common(clips, num_frames, padding, degradation, scale)
         self.cache: dict | None = {} if cache_frames else None
         self.clips, self.num_frames, self.degradation, self.scale = clips, num_frames, degradation, scale
         self.centre_only = bool(centre_only)
-        self.items: list[tuple[int, int]] = []
-        for ci, c in enumerate(clips):
-            if c.centre is not None:
-                targets = [c.centre]
+        items = []
+        for ci in range(len(clips)):
+            n, centre = clips.length(ci), clips.centre(ci)
+            if centre is not None:
+                targets = [centre]
             elif skip_edge_frames:
-                if len(c) < 3:
+                if n < 3:
                     raise ValueError(
-                        f"clip {c.name!r} has {len(c)} frames; skip_edge_frames needs at least 3"
+                        f"clip {clips.name(ci)!r} has {n} frames; skip_edge_frames needs at least 3"
                     )
-                targets = list(range(1, len(c) - 1))
+                targets = list(range(1, n - 1))
             else:
-                targets = list(range(len(c)))
-            self.items.extend((ci, t) for t in targets)
+                targets = list(range(n))
+            items.extend((ci, t) for t in targets)
+        # (clip, target frame) rows as one array: workers share it without copy-on-write.
+        self.items = np.array(items, dtype=np.int64).reshape(-1, 2)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
-        ci, t = self.items[index]
-        clip = self.clips[ci]
+        ci, t = (int(v) for v in self.items[index])
+        clip = self.clips.clip(ci)
         lr, hr = load_window(clip, _window(self, t, len(clip)), self.degradation, self.scale, self.cache)
         return {"lr": lr, "hr": hr, "clip": clip.name, "frame": t, "index": index}
 
@@ -121,7 +162,7 @@ class VSRTrainDataset(Dataset):
 
     def __init__(
         self,
-        clips: list[Clip],
+        clips: list[Clip] | ClipTable,
         *,
         num_frames: int = 7,
         padding: str = "reflection_circle",
@@ -134,6 +175,7 @@ class VSRTrainDataset(Dataset):
         cache_frames: bool = False,
         centre_only: bool = False,
     ):
+        clips = as_table(clips)
         self.padding = _check_common(clips, num_frames, padding, degradation, scale)
         self.cache: dict | None = {} if cache_frames else None
         self.centre_only = bool(centre_only)
@@ -143,13 +185,15 @@ class VSRTrainDataset(Dataset):
             )
         if not isinstance(repeat, int) or repeat < 1:
             raise ValueError(f"data.train_repeat must be a positive integer, got {repeat!r}")
-        for c in clips:
-            if c.size is not None:
-                h, w = c.size
-                if min(h - h % scale, w - w % scale) < patch_size:
-                    raise ValueError(
-                        f"data.patch_size={patch_size} is larger than clip {c.name!r} ({h}x{w}, {c.hr[0]})"
-                    )
+        known = clips.sizes[:, 0] > 0
+        usable = np.minimum(clips.sizes[:, 0] - clips.sizes[:, 0] % scale, clips.sizes[:, 1] - clips.sizes[:, 1] % scale)
+        small = np.flatnonzero(known & (usable < patch_size))
+        if len(small):
+            c = clips.clip(int(small[0]))
+            h, w = c.size
+            raise ValueError(
+                f"data.patch_size={patch_size} is larger than clip {c.name!r} ({h}x{w}, {c.hr[0]})"
+            )
         self.clips, self.num_frames, self.degradation, self.scale = clips, num_frames, degradation, scale
         self.patch_size, self.augment, self.temporal_reverse, self.repeat = (
             patch_size,
@@ -157,11 +201,11 @@ class VSRTrainDataset(Dataset):
             temporal_reverse,
             repeat,
         )
-        self.items = [
-            (ci, t)
-            for ci, c in enumerate(clips)
-            for t in ([c.centre] if c.centre is not None else range(len(c)))
-        ]
+        self.items = np.array(
+            [(ci, t) for ci in range(len(clips))
+             for t in ([clips.centre(ci)] if clips.centre(ci) is not None else range(clips.length(ci)))],
+            dtype=np.int64,
+        ).reshape(-1, 2)
 
     def __len__(self) -> int:
         return len(self.items) * self.repeat
@@ -173,19 +217,26 @@ class VSRTrainDataset(Dataset):
         if isinstance(key, (tuple, list)):
             index, sample_seed = key
             gen = torch.Generator().manual_seed(int(sample_seed))
-        ci, t = self.items[index % len(self.items)]
-        clip = self.clips[ci]
-        lr, hr = load_window(clip, _window(self, t, len(clip)), self.degradation, self.scale, self.cache)
+        ci, t = (int(v) for v in self.items[index % len(self.items)])
+        clip = self.clips.clip(ci)
         s, lp = self.scale, self.patch_size // self.scale
-        h, w = lr.shape[-2:]
-        if h < lp or w < lp:
-            raise ValueError(
-                f"data.patch_size={self.patch_size} is larger than clip {clip.name!r} (LR {h}x{w})"
-            )
-        top = int(torch.randint(0, h - lp + 1, (), generator=gen))
-        left = int(torch.randint(0, w - lp + 1, (), generator=gen))
-        lr = lr[..., top : top + lp, left : left + lp]
-        hr = hr[..., top * s : (top + lp) * s, left * s : (left + lp) * s]
+
+        def choose(h: int, w: int) -> tuple[int, int]:
+            if h < lp or w < lp:
+                raise ValueError(
+                    f"data.patch_size={self.patch_size} is larger than clip {clip.name!r} (LR {h}x{w})"
+                )
+            top = int(torch.randint(0, h - lp + 1, (), generator=gen))
+            return top, int(torch.randint(0, w - lp + 1, (), generator=gen))
+
+        idxs = _window(self, t, len(clip))
+        if self.cache is not None:  # whole frames, kept in memory after the first read
+            lr, hr = load_window(clip, idxs, self.degradation, self.scale, self.cache)
+            top, left = choose(*lr.shape[-2:])
+            lr = lr[..., top : top + lp, left : left + lp]
+            hr = hr[..., top * s : (top + lp) * s, left * s : (left + lp) * s]
+        else:
+            lr, hr = load_patch(clip, idxs, self.degradation, s, lp, choose)
         if self.augment:
             if torch.rand((), generator=gen) < 0.5:
                 lr, hr = lr.flip(-1), hr.flip(-1)

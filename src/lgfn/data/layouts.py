@@ -9,6 +9,9 @@ Layouts (LGFN_REFERENCE.md "On-disk layouts to accept"):
 - Vid4 / SPMCS (mmagic): ``<root>/GT/<clip>/*.png`` (or ``HR/``) with optional ``BIx4`` /
   ``bicubic_LR`` (bi) or ``BDx4`` (bd); SPMCS original: ``<root>/<clip>/truth/*.png``.
 - Any folder: ``<root>/<clip>/*.png|jpg`` (or images directly in ``<root>``: one clip).
+- BasicSR's Vimeo-90K LMDBs: ``vimeo90k_train_GT_only4th.lmdb`` and ``vimeo90k_train_LR7frames.lmdb``
+  beside ``sep_trainlist.txt``: the train split (BI) reads them (``lgfn.data.lmdb_store``); test clips
+  still come from ``sequences/``.
 Pre-made LR frames are paired with HR frames by sorted order; without them LR is made on the fly.
 """
 
@@ -18,6 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from lgfn.data import lmdb_store
 from lgfn.data.io import image_size, list_images, natural_key
 
 log = logging.getLogger(__name__)
@@ -53,7 +57,7 @@ class Clip:
 
 @dataclass
 class ClipSet:
-    clips: list[Clip]
+    clips: list[Clip]  # or a lgfn.data.table.ClipTable (from the manifest): same len / [i] / [a:b] / iteration
     lr_dir: Path | None = None  # where pre-made LR came from (None: degrade on the fly)
     groups: dict[str, list[str]] = field(default_factory=dict)
 
@@ -123,11 +127,53 @@ def vimeo_group_lists(root: Path) -> dict[str, Path]:
     return found
 
 
+def _vimeo_lmdb(root: Path, names: list[str], source: Path, degradation: str, scale: int) -> ClipSet | None:
+    """Train clips from BasicSR's two LMDBs beside the list, or None when they are not there."""
+    gt, lr = root / lmdb_store.VIMEO_GT, root / lmdb_store.VIMEO_LR
+    if not (gt.is_dir() and lr.is_dir()):
+        return None
+    if degradation != "bi" or scale != 4:
+        if any((root / d).is_dir() for d in ("sequences", "GT")):
+            log.info("%s holds BI x4 frames; data.degradation=%s x%d reads the PNG clips", lr, degradation, scale)
+            return None
+        raise FileNotFoundError(
+            f"{lr} holds BasicSR's MATLAB-bicubic (BI) x4 frames; data.degradation={degradation} x{scale} needs "
+            f"the HR clips in {root / 'sequences'} (or LR frames made by `lgfn-prepare vimeo90k {root}`)"
+        )
+    gt_meta, lr_meta = lmdb_store.read_meta_info(gt), lmdb_store.read_meta_info(lr)
+    clips = []
+    for name in names:
+        key = f"{name}/im{VIMEO_CENTRE + 1}"
+        if key not in gt_meta:
+            raise FileNotFoundError(f"clip {name!r} listed in {source} is missing from {gt} (no key {key!r})")
+        h, w, _ = gt_meta[key]
+        for i in range(1, 8):
+            k = f"{name}/im{i}"
+            if k not in lr_meta:
+                raise FileNotFoundError(f"clip {name!r} listed in {source} is missing from {lr} (no key {k!r})")
+            if lr_meta[k][:2] != (h // scale, w // scale):
+                raise ValueError(
+                    f"LR frame {k!r} in {lr} is {lr_meta[k][0]}x{lr_meta[k][1]}, expected {h // scale}x{w // scale} "
+                    f"(HR {h}x{w} in {gt} / {scale})"
+                )
+        # Only im4 is stored in HR; the other six stand in for the window's length (never read).
+        hr = [lmdb_store.frame_path(gt, f"{name}/{f[:-4]}") for f in VIMEO_FRAMES]
+        lr_paths = [lmdb_store.frame_path(lr, f"{name}/{f[:-4]}") for f in VIMEO_FRAMES]
+        clips.append(Clip(name=name, hr=hr, lr=lr_paths, centre=VIMEO_CENTRE, size=(h, w)))
+    return ClipSet(clips=clips, lr_dir=lr)
+
+
 def discover_vimeo90k(
     root: str | Path, split: str, degradation: str = "bi", scale: int = 4, clip_list: str | None = None
 ) -> ClipSet:
     """Vimeo-90K clips of ``split`` ("train" | "test"); test clips carry their slow/medium/fast groups."""
     root = _require_root(root, VIMEO_LAYOUT)
+    if split == "train":
+        list_file = _vimeo_list_file(root, split)
+        if list_file is not None and (root / lmdb_store.VIMEO_GT).is_dir():
+            found = _vimeo_lmdb(root, read_clip_list(list_file), list_file, degradation, scale)
+            if found is not None:
+                return found
     hr_root = next((root / d for d in ("sequences", "GT") if (root / d).is_dir()), None)
     if hr_root is None:
         raise FileNotFoundError(f"no {root / 'sequences'} (or {root / 'GT'}) folder; expected {VIMEO_LAYOUT}")
@@ -268,6 +314,8 @@ def validate_clips(clips: list[Clip], scale: int, max_images: int = 60_000) -> N
         chosen = [clips[int(i * step)] for i in range(n)]
         log.info("checking %d of %d clips' images (%d images in total)", len(chosen), len(clips), total)
     for clip in chosen:
+        if clip.size is not None and lmdb_store.split_path(clip.hr[0]) is not None:
+            continue  # an LMDB's clips: sizes and presence were checked against its meta_info.txt
         sizes = [image_size(p) for p in clip.hr]
         if len(set(sizes)) > 1:
             odd = next(p for p, s in zip(clip.hr, sizes, strict=True) if s != sizes[0])
