@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=None,
                    help="tile margin in LR pixels (default: the model's receptive radius: tiled == untiled)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
-    p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
+    p.add_argument("--half", action="store_true",
+                   help="float16 autocast inference (CUDA only): convs in float16, deformable convs in float32")
     p.add_argument("--padding", default=None,
                    help="frame-window padding: replicate|reflection|reflection_circle|circle|mirror "
                         "(default: the one the model was trained with)")
@@ -177,6 +178,7 @@ def run(args: argparse.Namespace) -> None:
     from lgfn.data.windows import _ALIASES as PADDING_ALIASES
     from lgfn.data.windows import PADDINGS, canonical_padding
     from lgfn.degradation import imresize
+    from lgfn.models.perf import half_precision
     from lgfn.tiling import stream_windows, upscale_window
     from lgfn.video import FrameWriter, probe, read_frames
 
@@ -218,12 +220,9 @@ def run(args: argparse.Namespace) -> None:
         from lgfn.weights import load_network
 
         net, meta = load_network(resolve_ckpt(args.ckpt), map_location=device)
-        net = net.to(device)
-        if args.half:
-            net = net.half()
+        net = net.to(device)  # float32 weights: --half is autocast (lgfn.models.perf.half_precision)
     num_frames = int(getattr(net, "num_frames", meta.get("num_frames", 7)))
     padding = canonical_padding(args.padding or meta.get("padding", "reflection_circle"))
-    dtype = torch.float16 if args.half else torch.float32
     tile, overlap = plan_tiles(net, info, args.tile, args.overlap)
 
     fps = Fraction(args.fps).limit_denominator(1001 * 1000) if args.fps else info.fps
@@ -235,8 +234,9 @@ def run(args: argparse.Namespace) -> None:
         bar = tqdm(total=info.num_frames, unit="frame", desc=PROG, dynamic_ncols=True, file=sys.stderr)
         try:
             for t, window in stream_windows(read_frames(info), info.num_frames, num_frames, padding):
-                frames = torch.from_numpy(np.stack(window)).to(device).permute(0, 3, 1, 2).to(dtype).div_(255)
-                sr = upscale_window(net, frames, tile=tile, overlap=overlap)
+                frames = torch.from_numpy(np.stack(window)).to(device).permute(0, 3, 1, 2).float().div_(255)
+                with half_precision(device, args.half):
+                    sr = upscale_window(net, frames, tile=tile, overlap=overlap)
                 writer.write(_to_uint8(sr))
                 if t == args.compare:
                     with torch.inference_mode():

@@ -5,6 +5,8 @@
 - `cpu_autocast(enabled)`: bf16 autocast on the CPU. Only worth it on CPUs with native bf16 matmuls
   (AVX512-BF16/AMX); elsewhere it is slower and costs PSNR (both measured by `make bench`).
 - `to_channels_last(x)`: an input tensor in the layout the channels_last weights want.
+- `half_precision(device_type, enabled)`: float16 autocast for inference (`lgfn-upscale --half`): weights
+  stay float32, convolutions run in float16, the deformable convs (sampling positions included) in float32.
 
 Callers run inference under `torch.inference_mode()` (no autograd bookkeeping at all).
 """
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["CompiledOrEager", "cpu_autocast", "prepare_for_inference", "to_channels_last"]
+__all__ = ["CompiledOrEager", "cpu_autocast", "half_precision", "prepare_for_inference", "to_channels_last"]
 
 
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -91,4 +93,19 @@ def cpu_autocast(enabled: bool = True, dtype: torch.dtype = torch.bfloat16) -> I
         yield
         return
     with torch.autocast("cpu", dtype=dtype):
+        yield
+
+
+@contextlib.contextmanager
+def half_precision(device_type: str = "cuda", enabled: bool = True, dtype: torch.dtype = torch.float16) -> Iterator[None]:
+    """float16 autocast (not ``net.half()``): convs in float16, the DCN and its positions in float32.
+
+    ``lgfn.ops.deform_conv2d`` leaves autocast for float32, as torchvision's own CUDA autocast rule does;
+    a network cast with ``.half()`` would instead feed every layer float16 and keep no float32 master
+    copy of the weights. Output in float16. A no-op when not ``enabled``.
+    """
+    if not enabled:
+        yield
+        return
+    with torch.autocast(device_type, dtype=dtype):
         yield

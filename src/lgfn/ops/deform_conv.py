@@ -8,7 +8,15 @@ Two backends:
   ops: one batched `grid_sample` for all offset groups and taps, then one batched GEMM with the weight,
   which torch.onnx / torch.export can trace and autograd differentiates.
 
-"auto" picks "pytorch" on the CPU and "torchvision" on CUDA; `dcn_backend(name)` forces one globally.
+"auto" picks "pytorch" on the CPU and "torchvision" on CUDA, also under `torch.compile` (torchvision's op has
+a fake kernel and compiles; the grid_sample path would need 9x the column memory); tracing, ONNX and
+`torch.export` take the plain ops. `dcn_backend(name)` forces one globally.
+
+Precision: the op always computes in float32 (or float64). float16 / bfloat16 inputs, and any call under
+autocast, are cast up and run with autocast off, and the result is cast back to the input's dtype: the
+rule torchvision's CUDA autocast applies to its own op, here for every backend and for `net.half()` too.
+Sampling positions are pixel coordinates plus offsets: float16 has a spacing of 0.5 px beyond 1024 and
+1 px beyond 2048, so a float16 kernel loses the sub-pixel offsets towards the right of wide frames.
 """
 
 from __future__ import annotations
@@ -83,6 +91,17 @@ def _exporting() -> bool:
     return bool(onnx is not None and hasattr(onnx, "is_in_onnx_export") and onnx.is_in_onnx_export())
 
 
+def _exporting_graph() -> bool:
+    """Tracing, scripting, ONNX export or torch.export: a graph without torchvision's op. Not torch.compile."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and hasattr(compiler, "is_exporting") and compiler.is_exporting():
+        return True
+    onnx = getattr(torch, "onnx", None)
+    return bool(onnx is not None and hasattr(onnx, "is_in_onnx_export") and onnx.is_in_onnx_export())
+
+
 def _resolve_backend(backend: str, device: torch.device) -> str:
     forced = current_backend()
     if forced is not None:
@@ -92,7 +111,8 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
             f"deform_conv2d: backend must be 'auto', 'torchvision' or 'pytorch', got {backend!r}"
         )
     if backend == "auto":
-        if device.type == "cuda" and not _exporting() and _torchvision_available():
+        # Under torch.compile on CUDA too: torchvision's op compiles (fake kernel), grid_sample needs 9x the memory.
+        if device.type == "cuda" and not _exporting_graph() and _torchvision_available():
             return "torchvision"
         return "pytorch"
     if backend == "torchvision" and not _torchvision_available():
@@ -117,8 +137,17 @@ def deform_conv2d(
     """(Modulated) deformable conv; input B x Cin x H x W, offset B x 2*G*kh*kw x Ho x Wo -> B x Cout x Ho x Wo.
 
     Same meaning and layout as `torchvision.ops.deform_conv2d`: offsets are (dy, dx) pairs per tap per
-    offset group, mask is B x G*kh*kw x Ho x Wo, G = offset.shape[1] // (2*kh*kw).
+    offset group, mask is B x G*kh*kw x Ho x Wo, G = offset.shape[1] // (2*kh*kw). Computed in float32 at
+    least (see the module docstring); returned in ``input``'s dtype.
     """
+    if input.dtype in (torch.float16, torch.bfloat16) or _autocast_on(input.device.type):
+        def up(t: Tensor | None) -> Tensor | None:
+            return None if t is None else (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t)
+
+        with torch.autocast(input.device.type, enabled=False):
+            out = deform_conv2d(up(input), up(offset), up(weight), up(bias), stride, padding, dilation, up(mask),
+                                backend=backend)
+        return out.to(input.dtype)
     stride_, padding_, dilation_ = (
         _pair(stride, "stride"),
         _pair(padding, "padding"),
@@ -148,6 +177,13 @@ def deform_conv2d(
     return _deform_conv2d_plain(
         input, offset, weight, bias, stride_, padding_, dilation_, mask, offset_groups, weight_groups
     )
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except (TypeError, RuntimeError):  # a device type autocast does not know
+        return False
 
 
 def _check_shapes(
