@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SWEEP_STEPS ?= 400
 
-.PHONY: install train test test-fast bench sweep pretrain lint format clean
+.PHONY: install browser train test test-fast bench sweep pretrain lint format clean
 
 install: $(STAMP)
 
@@ -19,10 +19,24 @@ $(STAMP): pyproject.toml
 train: install
 	$(BIN)/python train.py experiment=quickstart
 
-test: install
+# The report.html tests open the page in a headless Chromium: Debian's `chromium`, installed here where it is
+# missing and apt-get can (as root); otherwise those tests skip and say why.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "$$LGFN_CHROMIUM" ]; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium (apt-get) for the report.html browser tests"; \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "note: chromium could not be installed: the report.html browser tests will skip"; \
+	else \
+		echo "note: no chromium (and no root apt-get to install it): the report.html browser tests will skip"; \
+	fi
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: install browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install

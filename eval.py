@@ -4,7 +4,6 @@
 import lgfn  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
 # isort: on
 
-import hydra
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -27,11 +26,12 @@ def evaluate(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         runner.save_resolved_config(cfg, out)
     trainer.test(model, datamodule=datamodule)
-    runner.report_results(model.test_results, trainer, out, runner.model_label(model, cfg), show=cfg.print_table)
+    runner.report_results(model.test_results, trainer, out, runner.model_label(model, cfg), show=cfg.print_table,
+                          samples=model.test_samples)
     return model.test_results
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@runner.hydra_main(config_name="eval")
 def main(cfg: DictConfig) -> None:
     runner.run_task(evaluate, cfg)
 

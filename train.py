@@ -33,7 +33,8 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.test:
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.test_ckpt == "best" else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
-        runner.report_results(model.test_results, trainer, out, runner.model_label(model, cfg), show=cfg.print_table)
+        runner.report_results(model.test_results, trainer, out, runner.model_label(model, cfg),
+                              show=cfg.print_table, samples=model.test_samples)
     if cfg.export_weights and trainer.is_global_zero:
         runner.export_weights(trainer, cfg.export_weights, cfg.test_ckpt)
     return None if metric is None else float(metric)

@@ -331,7 +331,7 @@ def test_eval_release_on_vid4_prints_the_paper_beside_it(release_file, vid4_root
     table = captured.out
     head = next(ln for ln in table.splitlines() if ln.startswith("clip"))
     assert [c.strip() for c in head.split("|")] == ["clip", "frames", "Bicubic", "paper Bicubic", "diff", "LGFN",
-                                                    "paper LGFN", "diff", "gain"]
+                                                    "paper LGFN", "diff", "gain", "tOF"]
     calendar = next(ln for ln in table.splitlines() if ln.startswith("calendar"))
     assert "20.39/0.5720" in calendar and "24.11/0.8131" in calendar
     measured = metrics["clips"]["calendar"]["psnr"]
@@ -344,7 +344,7 @@ def test_eval_bicubic_table_has_one_bicubic_column(vid4_root, tmp_path, capsys):
                                "trainer=cpu", "trainer.enable_progress_bar=false"], out)
     eval_entry.evaluate(cfg)
     head = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("clip"))
-    assert [c.strip() for c in head.split("|")] == ["clip", "frames", "Bicubic", "paper Bicubic", "diff"]
+    assert [c.strip() for c in head.split("|")] == ["clip", "frames", "Bicubic", "paper Bicubic", "diff", "tOF"]
 
 
 def _result(dataset: str, clips: list[str], gain: bool) -> dict:

@@ -105,6 +105,8 @@ def test_eval_checkpoint_matches_training_test(data_dir, tmp_path):
                       + [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], tmp_path / "eval")
     results = eval_entry.evaluate(cfg)
     assert results["builtin"]["average"]["psnr"] == pytest.approx(trained["average"]["psnr"], abs=1e-6)
+    assert results["builtin"]["average"]["tof"] == pytest.approx(trained["average"]["tof"], abs=1e-6)
+    assert (run / "report.html").is_file() and (tmp_path / "eval" / "report.html").is_file()
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgfn.degradation import imresize
-from lgfn.metrics import average_per_clip, psnr_y, ssim_y
+from lgfn.metrics import TofPairs, average_per_clip, grey_u8, psnr_y, ssim_y
 
 LOSSES = ("l1", "charbonnier")
 SCHEDULERS = ("multistep", "cosine", "constant")
@@ -50,6 +50,8 @@ class LitLGFN(L.LightningModule):
         temporal_gain: bool = True,
         align_loss_weight: float = 0.0,
         init_from: str | None = None,
+        tof: bool = True,
+        test_images: int = 30,
     ) -> None:
         super().__init__()
         for key, value, allowed in (
@@ -92,6 +94,13 @@ class LitLGFN(L.LightningModule):
         self._records: dict[str, list[tuple]] = {"val": [], "test": []}
         self._skipped_in_a_row = 0
         self.test_results: dict[str, dict] = {}
+        # Test time, per clip: crops of one frame (LR nearest-upscaled, bicubic, output, GT; uint8 H x W x 3)
+        # for the W&B / TensorBoard strip and report.html, and tOF of consecutive frames (lgfn.metrics).
+        self.test_samples: dict[str, dict[str, dict]] = {}
+        self._samples: dict[str, dict] = {}
+        self._chosen: dict[str, int] | None = None
+        self._tof: TofPairs | None = None
+        self._tof_records: list[tuple] = []
 
     # ------------------------------------------------------------------ forward / loss
     @property
@@ -190,6 +199,53 @@ class LitLGFN(L.LightningModule):
             self._records[stage].append((index, clip, frame, *values[i].tolist()))
         if stage == "val" and batch_idx < self.hparams.log_images:
             self._log_crops(sr[0], bic[0], hr[0], f"{stage}/sample_{batch_idx}")
+        if stage == "test":
+            self._keep_test_extras(batch, centre, sr, bic, hr)
+
+    # Side of the HR crop kept per clip for the strip and report.html (smaller frames: the whole frame).
+    SAMPLE_CROP = 192
+
+    def _keep_test_extras(self, batch: dict, centre: torch.Tensor, sr: torch.Tensor, bic: torch.Tensor,
+                          hr: torch.Tensor) -> None:
+        for i in range(hr.shape[0]):
+            clip, frame = batch["clip"][i], int(batch["frame"][i])
+            if self._tof is not None:
+                out, base = grey_u8(sr[i]), grey_u8(bic[i])
+                outs = [out, out] if torch.equal(sr[i], bic[i]) else [out, base]
+                self._tof_records += self._tof.add(clip, frame, outs, grey_u8(hr[i]))
+            chosen = self._chosen.get(clip) if self._chosen is not None else None
+            if self._chosen is None and clip not in self._samples and len(self._samples) < self.hparams.test_images:
+                chosen = frame  # no list of the test frames: the first frame of each clip
+            if chosen == frame and clip not in self._samples:
+                self._samples[clip] = {"frame": frame, **self._sample_crops(centre[i], sr[i], bic[i], hr[i])}
+
+    def _sample_crops(self, lr: torch.Tensor, sr: torch.Tensor, bic: torch.Tensor, hr: torch.Tensor) -> dict:
+        """The centre crop (uint8 H x W x 3) of the LR frame (nearest-upscaled), bicubic, output and GT."""
+        s = max(1, hr.shape[-1] // lr.shape[-1])
+        h, w = hr.shape[-2:]
+        ch, cw = min(h, self.SAMPLE_CROP) // s * s, min(w, self.SAMPLE_CROP) // s * s
+        top, left = (h - ch) // 2 // s * s, (w - cw) // 2 // s * s
+        lr_up = lr[:, top // s : (top + ch) // s, left // s : (left + cw) // s]
+        lr_up = lr_up.repeat_interleave(s, -2).repeat_interleave(s, -1)
+        crops = {"lr": lr_up, "bicubic": bic[:, top : top + ch, left : left + cw],
+                 "sr": sr[:, top : top + ch, left : left + cw], "gt": hr[:, top : top + ch, left : left + cw]}
+        out = {k: v.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+               for k, v in crops.items()}
+        out["box"] = [int(top), int(left), int(ch), int(cw)]  # HR pixels
+        return out
+
+    def _test_frames(self) -> dict[str, list[int]] | None:
+        """``{clip: scored frames}`` of the test dataloader's dataset (VSRTestDataset), else None."""
+        loaders = getattr(self.trainer, "test_dataloaders", None)
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        frames: dict[str, list[int]] = {}
+        for loader in loaders:
+            ds = getattr(loader, "dataset", None)
+            if ds is None or not hasattr(ds, "items") or not hasattr(ds, "clips"):
+                return None
+            for ci, t in ds.items:
+                frames.setdefault(ds.clips[ci].name, []).append(int(t))
+        return frames or None
 
     def _centre_only_sr(self, lr: torch.Tensor) -> torch.Tensor:
         """SR of ``lr`` (B x N x 3 x h x w) with every frame replaced by the centre one, clamped to [0, 1]."""
@@ -207,6 +263,35 @@ class LitLGFN(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._records["test"] = []
+        frames = self._test_frames()
+        self._samples, self._tof_records = {}, []
+        self._chosen = None
+        if frames is not None:  # the middle scored frame of the first test_images clips
+            first = list(frames.items())[: max(0, self.hparams.test_images)]
+            self._chosen = {c: sorted(f)[len(f) // 2] for c, f in first}
+        self._tof = None
+        if self.hparams.tof:
+            self._tof = TofPairs({c: set(f) for c, f in frames.items()} if frames is not None else None)
+
+    def _gather_test_extras(self) -> tuple[list[tuple], dict[str, dict]]:
+        """All ranks' tOF pairs and sample crops; pairs split across ranks are completed from the leftovers."""
+        records, samples = list(self._tof_records), dict(self._samples)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            tracker = self._tof
+            local = (records, samples, tracker.leftovers() if tracker else [], tracker.done if tracker else set())
+            parts: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, local)
+            records = [r for part in parts for r in part[0]]
+            samples = {}
+            for part in parts:
+                for clip, sample in part[1].items():
+                    samples.setdefault(clip, sample)
+            if tracker is not None:
+                merged = TofPairs(tracker.expected)
+                merged.done = set().union(*(part[3] for part in parts))
+                for clip, frame, outs, gt in sorted((x for part in parts for x in part[2]), key=lambda x: x[:2]):
+                    records += merged.add(clip, frame, outs, gt)
+        return sorted({r[:2]: r for r in records}.values()), samples
 
     def _gather_records(self, stage: str) -> list[tuple]:
         """All ranks' records, each test sample exactly once (the distributed sampler pads with repeats)."""
@@ -217,7 +302,7 @@ class LitLGFN(L.LightningModule):
             local = [r for part in parts for r in part]
         return sorted({r[0]: r for r in local}.values())
 
-    def _summarise(self, stage: str) -> dict:
+    def _summarise(self, stage: str, tof_records: Sequence[tuple] = ()) -> dict:
         records = self._gather_records(stage)
         dm = getattr(self.trainer, "datamodule", None)
         mode = getattr(dm, "average", "clip") or "clip"
@@ -230,6 +315,12 @@ class LitLGFN(L.LightningModule):
         for key, values in per.items():
             clip_means[key], averages[key] = average_per_clip(values, mode=mode) if values else ({}, math.nan)
         frames = {clip: len(v) for clip, v in per["psnr"].items()}
+        for clip, frame, (t_sr, t_bic) in tof_records:
+            per.setdefault("tof", {}).setdefault(clip, {})[frame] = t_sr
+            per.setdefault("tof_bicubic", {}).setdefault(clip, {})[frame] = t_bic
+        for key in ("tof", "tof_bicubic"):
+            if key in per:
+                clip_means[key], averages[key] = average_per_clip(per[key], mode=mode)
         result = {
             "dataset": name,
             "average_mode": mode,
@@ -251,6 +342,16 @@ class LitLGFN(L.LightningModule):
             result["average"]["temporal_gain"] = averages["temporal_gain"]
         else:
             del result["temporal_gain_definition"]
+        if "tof" in per:  # only where clips have consecutive scored frames (not Vimeo-90K-T's centre frames)
+            from lgfn.metrics import TOF_DEFINITION
+
+            result["tof_definition"] = TOF_DEFINITION
+            for key, section in (("tof", result), ("tof_bicubic", result["bicubic"])):
+                for c in clip_means[key]:
+                    section["clips"][c]["tof"] = clip_means[key][c]
+                section["average"]["tof"] = averages[key]
+        if stage == "test":
+            result["per_frame"] = self._per_frame(per)
         groups = getattr(dm, "test_groups", None) or {}
         if groups:
             result["groups"] = {}
@@ -265,7 +366,22 @@ class LitLGFN(L.LightningModule):
                     if self.hparams.temporal_gain:
                         sel_g = {c: per["temporal_gain"][c] for c in clips if c in per["temporal_gain"]}
                         result["groups"][g]["temporal_gain"] = average_per_clip(sel_g, mode=mode)[1]
+                    sel_t = {c: per["tof"][c] for c in clips if c in per.get("tof", {})}
+                    if sel_t:
+                        result["groups"][g]["tof"] = average_per_clip(sel_t, mode=mode)[1]
         return result
+
+    def _per_frame(self, per: dict) -> dict[str, dict[str, list]]:
+        """``{clip: {"frame": [t, ...], metric: [value per frame, ...]}}`` (tOF of t: the pair t-1 -> t)."""
+        keys = ["psnr", "ssim", "psnr_bicubic", "ssim_bicubic"]
+        keys += ["temporal_gain"] * bool(self.hparams.temporal_gain) + ["tof", "tof_bicubic"] * ("tof" in per)
+        out = {}
+        for clip, values in per["psnr"].items():
+            order = sorted(values)
+            out[clip] = {"frame": order}
+            for key in keys:
+                out[clip][key] = [per[key].get(clip, {}).get(t, math.nan) for t in order]
+        return out
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -284,15 +400,23 @@ class LitLGFN(L.LightningModule):
             self.log(f"val/{key}", value, prog_bar=key in ("psnr", "temporal_gain"), sync_dist=False)
 
     def on_test_epoch_end(self) -> None:
-        res = self._summarise("test")
+        tof_records, samples = self._gather_test_extras()
+        res = self._summarise("test", tof_records)
         name = res["dataset"]
         self.test_results[name] = res
+        self.test_samples[name] = {c: samples[c] for c in res["clips"] if c in samples}
+        if self.trainer.is_global_zero:
+            from lgfn.report import log_test_media
+
+            log_test_media(self.loggers, name, res, self.test_samples[name], self.global_step)
         for key, value in (
             ("psnr", res["average"]["psnr"]),
             ("ssim", res["average"]["ssim"]),
             ("psnr_bicubic", res["bicubic"]["average"]["psnr"]),
             ("ssim_bicubic", res["bicubic"]["average"]["ssim"]),
             ("temporal_gain", res["average"].get("temporal_gain")),
+            ("tof", res["average"].get("tof")),
+            ("tof_bicubic", res["bicubic"]["average"].get("tof")),
         ):
             if value is not None:
                 self.log(f"{name}/{key}", value, sync_dist=False)

@@ -111,3 +111,123 @@ def average_per_clip(
     if mode == "clip":
         return per_clip, math.fsum(per_clip.values()) / len(per_clip)
     return per_clip, math.fsum(all_frames) / len(all_frames)
+
+
+# ---------------------------------------------------------------------------- temporal consistency (tOF)
+# tOF, as TecoGAN (Chu et al., "Learning temporal coherence via self-supervision for GAN-based video
+# generation", 2020) defines and computes it: for consecutive frames t-1, t of a clip, the mean over pixels of
+# |flow(output_t-1 -> output_t) - flow(GT_t-1 -> GT_t)| (the Euclidean norm of the difference of the two flow
+# vectors, in pixels), flow = OpenCV's Farneback on the 8-bit grey frames with TecoGAN's parameters, the flow
+# fields centre-cropped as TecoGAN's ``crop_8x8`` does (to a multiple of 32, at least 16 px less per axis;
+# no crop where that leaves nothing). Lower is better; 0 = the output moves exactly as the ground truth.
+FARNEBACK_ARGS = (0.5, 3, 15, 3, 5, 1.2, 0)  # pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags
+TOF_DEFINITION = ("px, lower is better: mean over pixels of |flow(SR_t-1 -> SR_t) - flow(GT_t-1 -> GT_t)| for "
+                  "consecutive scored frames (TecoGAN's tOF: OpenCV Farneback on 8-bit grey, centre crop), "
+                  "per clip the mean over its frame pairs")
+
+
+def grey_u8(img: torch.Tensor):
+    """``3 x H x W`` RGB in [0, 1] -> ``H x W`` uint8 grey (OpenCV's RGB2GRAY of the 8-bit rounded image)."""
+    import cv2
+    import numpy as np
+
+    rgb = img.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+def _tof_crop(size: int) -> slice:
+    kept = size // 32 * 32
+    while kept > size - 16:
+        kept -= 32
+    if kept <= 0:  # frames under 48 px: the whole field
+        return slice(0, size)
+    start = (size - kept) // 2
+    return slice(start, start + kept)
+
+
+def farneback_flow(prev, nxt):
+    """Dense flow ``H x W x 2`` (px) from grey uint8 ``prev`` to ``nxt``, with TecoGAN's parameters."""
+    import cv2
+
+    return cv2.calcOpticalFlowFarneback(prev, nxt, None, *FARNEBACK_ARGS)
+
+
+def _tof_of_flows(out_flow, gt_flow) -> float:
+    import numpy as np
+
+    diff = out_flow.astype(np.float64) - gt_flow
+    diff = diff[_tof_crop(diff.shape[0]), _tof_crop(diff.shape[1])]
+    return float(np.sqrt((diff * diff).sum(-1)).mean())
+
+
+def tof(prev_out, out, prev_gt, gt) -> float:
+    """tOF of one frame pair: grey uint8 ``H x W`` frames of the output and the ground truth (see above)."""
+    if not prev_out.shape == out.shape == prev_gt.shape == gt.shape:
+        raise ValueError(f"tof: frames differ in size: {prev_out.shape}, {out.shape}, {prev_gt.shape}, {gt.shape}")
+    return _tof_of_flows(farneback_flow(prev_out, out), farneback_flow(prev_gt, gt))
+
+
+class TofPairs:
+    """tOF of every pair of consecutive frames (t-1, t) of a clip, from frames handed over in any order.
+
+    ``add(clip, frame, outputs, gt)`` takes grey frames (``outputs``: one per method, e.g. model and bicubic)
+    and returns the pairs it completes as ``(clip, t, [tof per method])``. With ``expected`` (``{clip: set of
+    frames}``, the frames that will be scored) a frame is kept only while a neighbour is still to come, and
+    frames without a scored neighbour are not kept at all; without it only the previous frame is kept (a
+    sequential pass). ``leftovers()`` are the frames still kept (their neighbours went to another process).
+    """
+
+    def __init__(self, expected: Mapping[str, set[int]] | None = None) -> None:
+        self.expected = expected
+        self.frames: dict[tuple[str, int], tuple] = {}
+        self.done: set[tuple[str, int]] = set()  # pairs (clip, t) for t-1 -> t
+        self.seen: set[tuple[str, int]] = set()
+
+    def _expects(self, clip: str, frame: int) -> bool:
+        return self.expected is None or frame in self.expected.get(clip, ())
+
+    def add(self, clip: str, frame: int, outputs: list, gt) -> list[tuple[str, int, list[float]]]:
+        key = (clip, frame)
+        if key in self.seen:
+            return []  # a repeat (distributed samplers pad with repeats)
+        self.seen.add(key)
+        self.frames[key] = (list(outputs), gt)
+        pairs = []
+        for t in (frame, frame + 1):
+            a, b = self.frames.get((clip, t - 1)), self.frames.get((clip, t))
+            if a is not None and b is not None and (clip, t) not in self.done:
+                self.done.add((clip, t))
+                pairs.append((clip, t, self._pair(a, b)))
+        self._evict(clip)
+        return pairs
+
+    @staticmethod
+    def _pair(a: tuple, b: tuple) -> list[float]:
+        """tOF per method of frames ``a`` -> ``b``; the GT flow once, a method given the same arrays as an
+        earlier one (bicubic as the model) reuses its value."""
+        if not a[1].shape == b[1].shape == a[0][0].shape == b[0][0].shape:
+            raise ValueError(f"tof: frames differ in size: {a[1].shape}, {b[1].shape}, {a[0][0].shape}")
+        gt_flow = farneback_flow(a[1], b[1])
+        values: list[float] = []
+        for j, (pa, pb) in enumerate(zip(a[0], b[0], strict=True)):
+            same = next((m for m in range(j) if a[0][m] is pa and b[0][m] is pb), None)
+            values.append(values[same] if same is not None else _tof_of_flows(farneback_flow(pa, pb), gt_flow))
+        return values
+
+    def _needed(self, clip: str, frame: int) -> bool:
+        if self.expected is None:
+            return False
+        before = self._expects(clip, frame - 1) and (clip, frame) not in self.done
+        after = self._expects(clip, frame + 1) and (clip, frame + 1) not in self.done
+        return before or after
+
+    def _evict(self, clip: str) -> None:
+        if self.expected is None:  # sequential: keep the frame just added only
+            last = next(reversed(self.frames))
+            self.frames = {last: self.frames[last]}
+            return
+        for key in [k for k in self.frames if k[0] == clip and not self._needed(*k)]:
+            del self.frames[key]
+
+    def leftovers(self) -> list[tuple[str, int, list, object]]:
+        return [(clip, frame, outs, gt) for (clip, frame), (outs, gt) in self.frames.items()]

@@ -277,6 +277,11 @@ def _gain(d: Mapping | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:+.2f}"
 
 
+def _tof(d: Mapping | None) -> str:
+    value = (d or {}).get("tof")
+    return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
 def format_table(result: dict, model_name: str = "LGFN", paper: dict | None = None) -> str:
     """The per-clip table in the layout of the paper's tables: clip rows, bicubic and the model side by side.
 
@@ -294,6 +299,7 @@ def format_table(result: dict, model_name: str = "LGFN", paper: dict | None = No
     baseline_only = model_name == "Bicubic" or model_name.startswith("Bicubic ")
     rows_with_gain = [*clips.values(), result.get("average", {}), *result.get("groups", {}).values()]
     show_gain = any("temporal_gain" in (v or {}) for v in rows_with_gain)
+    show_tof = any("tof" in (v or {}) for v in rows_with_gain)
 
     # Each row: (name, frames, measured bicubic, measured model, published row).
     rows: list[tuple[str, str, Mapping | None, Mapping | None, Mapping | None]] = []
@@ -325,6 +331,8 @@ def format_table(result: dict, model_name: str = "LGFN", paper: dict | None = No
                         ("diff", 14, lambda r: _diff(r[3], (r[4] or {}).get("LGFN")))]
     if show_gain:
         columns.append(("gain", 6, lambda r: _gain(r[3])))
+    if show_tof:
+        columns.append(("tOF", 6, lambda r: _tof(r[3])))
 
     def line(cells: list[str]) -> str:
         return " | ".join(f"{c:<{-w}}" if w < 0 else f"{c:>{w}}" for c, (_, w, _) in zip(cells, columns, strict=True))
@@ -354,6 +362,11 @@ def format_table(result: dict, model_name: str = "LGFN", paper: dict | None = No
     if show_gain:
         lines.append("gain: temporal gain, dB (the real window minus the window with every neighbour replaced by "
                      "the centre frame)")
+    if show_tof:
+        bic_tof = (bic.get("average") or {}).get("tof")
+        ref = "" if baseline_only or bic_tof is None or not math.isfinite(bic_tof) else f"; bicubic {bic_tof:.3f}"
+        lines.append("tOF: temporal consistency, px, lower is better (TecoGAN: mean |flow(output) - flow(GT)| of "
+                     f"consecutive frames{ref})")
     return "\n".join(lines)
 
 
@@ -373,8 +386,10 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def report_results(results: dict[str, dict], trainer: Any, out: Path, model_name: str, show: bool = True) -> None:
-    """Write metrics.json, print the table and log it as a W&B table (rank 0 only)."""
+def report_results(results: dict[str, dict], trainer: Any, out: Path, model_name: str, show: bool = True,
+                   samples: Mapping[str, Mapping] | None = None) -> None:
+    """Write metrics.json and report.html (``lgfn.report``; ``samples``: ``LitLGFN.test_samples``), print the
+    table and log it as a W&B table (rank 0 only)."""
     if not results or not trainer.is_global_zero:
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -386,17 +401,28 @@ def report_results(results: dict[str, dict], trainer: Any, out: Path, model_name
         if paper is not None:
             res["paper"] = paper  # the published LGFN / bicubic numbers of the same clips or groups
         write_json_atomic(res, out / ("metrics.json" if i == 0 else f"metrics_{name}.json"))
+        from lgfn.report import write_report
+
+        # the page shows what metrics.json holds: the same JSON-safe values
+        write_report(out / ("report.html" if i == 0 else f"report_{name}.html"), _json_safe(res),
+                     (samples or {}).get(name), model_name)
         if show:
             print("\n" + format_table(res, model_name) + "\n", flush=True)
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":
                 bic = res["bicubic"]["clips"]
-                rows = [[c, v["frames"], bic[c]["psnr"], bic[c]["ssim"], v["psnr"], v["ssim"]] for c, v in res["clips"].items()]
+                extra = [k for k in ("temporal_gain", "tof") if k in res["average"]]
+
+                def more(v: Mapping, extra: list[str] = extra) -> list:
+                    return [v.get(k) for k in extra]
+
+                rows = [[c, v["frames"], bic[c]["psnr"], bic[c]["ssim"], v["psnr"], v["ssim"], *more(v)]
+                        for c, v in res["clips"].items()]
                 rows.append(["Average", sum(v["frames"] for v in res["clips"].values()),
                              res["bicubic"]["average"]["psnr"], res["bicubic"]["average"]["ssim"],
-                             res["average"]["psnr"], res["average"]["ssim"]])
+                             res["average"]["psnr"], res["average"]["ssim"], *more(res["average"])])
                 logger.log_table(key=f"{name}/per_clip", columns=["clip", "frames", "bicubic_psnr", "bicubic_ssim",
-                                                                  "psnr", "ssim"], data=rows)
+                                                                  "psnr", "ssim", *extra], data=rows)
 
 
 # ---------------------------------------------------------------------------- failure handling

@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: input's, or 25 for frames)")
     p.add_argument("--compare", type=int, default=None, metavar="FRAME_INDEX",
                    help="also write a side-by-side PNG (bicubic | LGFN) of this frame")
-    p.add_argument("--compare-out", default=None, metavar="PATH", help="where --compare writes its PNG")
+    p.add_argument("--compare-out", default=None, metavar="PATH",
+                   help="where --compare writes its PNG; a .html path writes a results page instead (a slider "
+                        "over LR, bicubic and LGFN of the frame; self-contained, opens from disk)")
     p.add_argument("--onnx", default=None, metavar="FILE",
                    help="run an exported ONNX model (onnxruntime, CPU) instead of PyTorch; FILE.json holds its meta")
     p.add_argument("--overwrite", action="store_true",
@@ -116,8 +118,9 @@ def check_outputs(args: argparse.Namespace) -> Path | None:
     out = Path(args.output)
     target = Path(args.compare_out) if args.compare_out else out.parent / f"{out.stem}_compare_{args.compare}.png"
     flag = "--compare-out" if args.compare_out else "--compare"
-    if target.suffix.lower() != ".png":
-        raise UsageError(f"{flag} {target}: the comparison is a PNG; give a path ending in .png")
+    if target.suffix.lower() not in (".png", ".html"):
+        raise UsageError(f"{flag} {target}: the comparison is a PNG or an HTML page; give a path ending in .png "
+                         "or .html")
     src = Path(args.input)
     if same_path(target, src) or (src.is_dir() and target.resolve().is_relative_to(src.resolve())):
         raise UsageError(f"{flag} {target} would be written into the input {src}; choose another --compare-out")
@@ -239,9 +242,12 @@ def run(args: argparse.Namespace) -> None:
                     sr = upscale_window(net, frames, tile=tile, overlap=overlap)
                 writer.write(_to_uint8(sr))
                 if t == args.compare:
+                    centre = frames[num_frames // 2].float()
                     with torch.inference_mode():
-                        bic = imresize(frames[num_frames // 2].float(), sr.shape[-1] / frames.shape[-1])
-                    compare_img = np.concatenate([_to_uint8(bic), _to_uint8(sr)], axis=1)
+                        bic = imresize(centre, sr.shape[-1] / frames.shape[-1])
+                    s = sr.shape[-1] // frames.shape[-1]
+                    compare_img = {"frame": t, "lr": _to_uint8(centre.repeat_interleave(s, -2).repeat_interleave(s, -1)),
+                                   "bicubic": _to_uint8(bic), "sr": _to_uint8(sr)}
                 bar.update(1)
         finally:
             bar.close()
@@ -249,12 +255,24 @@ def run(args: argparse.Namespace) -> None:
     if compare_img is not None:
         target = compare_target
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp.png")
-        from PIL import Image
+        if target.suffix.lower() == ".html":
+            from lgfn.report import write_upscale_report
 
-        Image.fromarray(compare_img).save(tmp)
-        os.replace(tmp, target)
-        print(f"{PROG}: wrote comparison (bicubic | LGFN) of frame {args.compare} to {target}", file=sys.stderr)
+            facts = {"input": args.input, "output": args.output, "frames": writer.count,
+                     "size": f"{info.width}x{info.height} -> {4 * info.width}x{4 * info.height}",
+                     "model": args.onnx or str(resolve_ckpt(args.ckpt)), "padding": padding,
+                     "tile": f"{tile} (overlap {overlap})" if tile else "whole frame", "device": device,
+                     "time": f"{elapsed:.1f} s"}
+            write_upscale_report(target, compare_img, facts)
+            print(f"{PROG}: wrote the comparison page (LR | bicubic | LGFN) of frame {args.compare} to {target}",
+                  file=sys.stderr)
+        else:
+            tmp = target.with_name(f".{target.name}.tmp.png")
+            from PIL import Image
+
+            Image.fromarray(np.concatenate([compare_img["bicubic"], compare_img["sr"]], axis=1)).save(tmp)
+            os.replace(tmp, target)
+            print(f"{PROG}: wrote comparison (bicubic | LGFN) of frame {args.compare} to {target}", file=sys.stderr)
     print(
         f"{PROG}: wrote {writer.count} frames of {4 * info.width}x{4 * info.height} to {args.output} "
         f"in {elapsed:.1f} s ({writer.count / max(elapsed, 1e-9):.2f} frames/s)",
