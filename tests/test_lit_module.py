@@ -78,11 +78,15 @@ def test_summary_counts_each_sample_once_and_averages_per_clip():
     module = LitLGFN(LGFN(**TINY))
     dm = SimpleNamespace(average="clip", test_name="toy", test_groups={"slow": ["a"]})
     object.__setattr__(module, "_trainer", SimpleNamespace(datamodule=dm))
-    # index, clip, frame, psnr, ssim, psnr_bicubic, ssim_bicubic; index 2 repeated as a padded sampler would
-    module._records["test"] = [(0, "a", 0, 30.0, 0.9, 28.0, 0.8), (1, "a", 1, 32.0, 0.8, 28.0, 0.8),
-                               (2, "b", 0, 20.0, 0.5, 19.0, 0.4), (2, "b", 0, 20.0, 0.5, 19.0, 0.4)]
+    # index, clip, frame, psnr, ssim, psnr_bicubic, ssim_bicubic, temporal_gain; index 2 repeated as a
+    # padded sampler would
+    module._records["test"] = [(0, "a", 0, 30.0, 0.9, 28.0, 0.8, 0.5), (1, "a", 1, 32.0, 0.8, 28.0, 0.8, 0.25),
+                               (2, "b", 0, 20.0, 0.5, 19.0, 0.4, -0.1), (2, "b", 0, 20.0, 0.5, 19.0, 0.4, -0.1)]
     res = module._summarise("test")
-    assert res["clips"]["a"] == {"psnr": 31.0, "ssim": pytest.approx(0.85), "frames": 2}
+    assert res["clips"]["a"] == {"psnr": 31.0, "ssim": pytest.approx(0.85), "frames": 2,
+                                 "temporal_gain": pytest.approx(0.375)}
+    assert res["average"]["temporal_gain"] == pytest.approx((0.375 - 0.1) / 2)
+    assert res["groups"]["slow"]["temporal_gain"] == pytest.approx(0.375)
     assert res["clips"]["b"]["frames"] == 1
     assert res["average"]["psnr"] == pytest.approx((31.0 + 20.0) / 2)
     assert res["bicubic"]["average"]["psnr"] == pytest.approx((28.0 + 19.0) / 2)
