@@ -306,3 +306,21 @@ def test_kaiming_init_keeps_offsets_zero_and_scales_residual_branches():
     assert res.conv2.weight.std().item() == pytest.approx(want_res, rel=0.1)
     with pytest.raises(ValueError, match="model.weight_init='xavier'"):
         init_weights(net, "xavier")
+
+
+def test_identity_dcn_init_passes_every_neighbour_through_unchanged():
+    from lgfn.models.init import init_dcn
+
+    torch.manual_seed(0)
+    net = LGFN(num_frames=5, num_feat=16, num_extract_blocks=1, num_align_stages=2, deformable_groups=4,
+               num_lfm=1, num_gfm=1, gfm_slice_channels=2, num_rcab=1)
+    feat = torch.randn(2, 5, 16, 9, 11)
+    assert not torch.allclose(net.alignment(feat, 2), feat, atol=1e-3)  # random DCNs scramble the neighbours
+    init_dcn(net, "identity")
+    torch.testing.assert_close(net.alignment(feat, 2), feat, rtol=0, atol=1e-6)
+    # the offsets still get a gradient: the neighbour features' own spatial gradient
+    feat.requires_grad_(False)
+    net.alignment(feat, 2).square().sum().backward()
+    assert net.alignment.stages[0].dcn.conv_offset.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="model.dcn_init='eye'"):
+        init_dcn(net, "eye")

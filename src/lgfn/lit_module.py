@@ -13,6 +13,7 @@ from torch import nn
 
 from lgfn.degradation import imresize
 from lgfn.metrics import TofPairs, average_per_clip, grey_u8, psnr_y, ssim_y
+from lgfn.models.init import init_dcn, init_weights
 
 LOSSES = ("l1", "charbonnier")
 SCHEDULERS = ("multistep", "cosine", "constant")
@@ -49,6 +50,8 @@ class LitLGFN(L.LightningModule):
         log_images: int = 2,
         temporal_gain: bool = True,
         align_loss_weight: float = 0.0,
+        weight_init: str = "pytorch",
+        dcn_init: str = "default",
         init_from: str | None = None,
         tof: bool = True,
         test_images: int = 30,
@@ -65,6 +68,7 @@ class LitLGFN(L.LightningModule):
         # Plain types only, so checkpoints load with weights_only=True (Hydra hands over ListConfigs).
         betas, milestones = tuple(float(b) for b in betas), [int(m) for m in milestones]
         self.save_hyperparameters(ignore=["net"])
+        init_dcn(init_weights(net, weight_init), dcn_init)  # training recipe choices; init_from overwrites them
         if init_from:  # fine-tuning: weights file, Lightning .ckpt or the authors' release, strict key check
             from lgfn.weights import init_from_file
 
@@ -77,6 +81,7 @@ class LitLGFN(L.LightningModule):
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)  # updated by averaging, never by gradients (DDP expects a grad for each)
         # TDAN's alignment loss (an option, off in the paper recipe): a conv3x3 C -> 3 head rebuilds each
         # aligned neighbour's LR frame from its aligned features, compared (L1) with the centre LR frame, so
         # the offsets get a training signal of their own from the first step. The head is not part of the
@@ -138,8 +143,9 @@ class LitLGFN(L.LightningModule):
             align = self._align_loss(batch["lr"])
             self.log("train/align_loss", align, batch_size=sr.shape[0])
             loss = loss + self.hparams.align_loss_weight * align
-        if not torch.isfinite(loss):
-            msg = f"non-finite training loss ({loss.item()}) at step {self.global_step} (batch {batch_idx})"
+        nonfinite = self._nonfinite_loss(loss)
+        if nonfinite is not None:
+            msg = f"non-finite training loss ({nonfinite}) at step {self.global_step} (batch {batch_idx})"
             if self.hparams.nan_policy == "raise":
                 raise FloatingPointError(msg + "; set model.nan_policy=skip to skip such batches")
             # Skipping helps with a bad batch, never with diverged weights: every later batch would be skipped too.
@@ -152,6 +158,11 @@ class LitLGFN(L.LightningModule):
                 raise FloatingPointError(f"{msg}: {self._skipped_in_a_row} batches in a row were non-finite, so the "
                                          "weights have diverged (lower model.lr or resume from an earlier checkpoint)")
             warnings.warn(msg + ": batch skipped (model.nan_policy=skip)", stacklevel=1)
+            if self.trainer.world_size > 1:
+                # DDP cannot skip a step (Lightning refuses None): every rank returns a zero loss that reaches
+                # every parameter, and on_before_optimizer_step drops the zero gradients, so nothing changes.
+                self._drop_grads = True
+                return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
             return None
         self._skipped_in_a_row = 0
         self.log("train/loss", loss, prog_bar=True, batch_size=sr.shape[0])
@@ -174,6 +185,25 @@ class LitLGFN(L.LightningModule):
                 "consider a lower model.offset_lr_mult",
                 stacklevel=1,
             )
+
+    def _nonfinite_loss(self, loss: torch.Tensor) -> str | None:
+        """None if the loss is finite on every rank; else its value (with the rank under DDP). Under DDP every
+        rank sees every rank's loss, so all of them raise or skip together (none is left waiting in a collective)."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or trainer.world_size < 2:
+            return None if torch.isfinite(loss) else str(loss.item())
+        losses = torch.zeros(trainer.world_size, device=loss.device)
+        losses[trainer.global_rank] = loss.detach().float()
+        torch.distributed.all_reduce(losses)  # each rank's loss in its own slot (NaN stays in its slot)
+        bad = [r for r, v in enumerate(losses.tolist()) if not math.isfinite(v)]
+        return None if not bad else f"{losses[bad[0]].item()} on rank {bad[0]}" + (
+            f" (and {len(bad) - 1} other rank(s))" if len(bad) > 1 else "")
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if getattr(self, "_drop_grads", False):  # a skipped batch under DDP: no update at all, as on one device
+            for p in self.parameters():
+                p.grad = None
+            self._drop_grads = False
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:
