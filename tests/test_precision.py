@@ -180,3 +180,17 @@ def test_metrics_stay_float64_under_bf16_autocast():
         got = psnr_y(a.bfloat16(), b), ssim_y(a, b.bfloat16())
     assert all(g.dtype == torch.float64 for g in got)
     assert abs(float(got[1] - ref[1])) < 1e-2 and abs(float(got[0] - ref[0])) < 0.2
+
+
+def test_a_bf16_autocast_training_step_has_float32_gradients():
+    # What bf16-mixed does per step (here on the CPU): forward under autocast, float32 parameters and grads.
+    net = _net_with_offsets().train()
+    lr = torch.rand(2, 3, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    hr = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = (net(lr) - hr).abs().mean()
+    loss.backward()
+    dcn = [m for m in net.modules() if hasattr(m, "conv_offset")][0]
+    assert dcn.weight.grad is not None and dcn.weight.grad.dtype == torch.float32
+    assert dcn.conv_offset.weight.grad is not None and float(dcn.conv_offset.weight.grad.abs().sum()) > 0
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)

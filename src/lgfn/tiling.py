@@ -16,6 +16,14 @@ collected pool by pool (one extra pass per pool, run on cached inputs of ``net.r
 when the pools all live there, so the heavy alignment/fusion part runs only twice per tile) and then
 fed back as the whole-frame means. Without it each tile uses its own means (faster, approximate).
 
+Bounded tiling: the exact radius makes small tiles expensive (``tile_work``: the paper model's 448 px
+make ``--tile 64`` on 854 x 480 compute 89x the frame, ``--tile 256`` on 1080p 14.5x), so
+``lgfn-upscale --tile`` gives each tile ``bounded_overlap`` = the radius capped at ``BOUNDED_OVERLAP``
+(48 px: 1.8x at 1080p) and keeps the exact global pools; ``--overlap exact`` restores tiled == untiled.
+Trained networks use far less context than the bound says: for the trained ``lgfn_small`` even 16 px
+changed no measurable PSNR (benchmarks/bench_tiling.py, BENCHMARKS.md). LR frames over
+``AUTO_TILE_PIXELS`` (1280 x 720) are tiled by ``AUTO_TILE`` (256) unless ``--tile 0``.
+
 Temporal driver (``stream_windows``): keeps a ring buffer of decoded frames so output t sees the window
 ``lgfn.data.windows.frame_indices(t, N, length, padding)``; needs ``length`` up front (windows near the
 end reach past t). Clips shorter than the window (which ``frame_indices`` rejects) use
@@ -75,6 +83,21 @@ def default_overlap(net: Any) -> int:
     if radius is None:
         return 64
     return int(math.ceil(radius / 4) * 4)
+
+
+BOUNDED_OVERLAP = 48  # LR px: lgfn-upscale's default tile context (benchmarks/bench_tiling.py: PSNR cost, work)
+AUTO_TILE, AUTO_TILE_PIXELS = 256, 1280 * 720  # lgfn-upscale tiles LR frames larger than 1280x720 by default
+
+
+def bounded_overlap(net: Any) -> int:
+    """``lgfn-upscale --tile``'s default context: the exact ``default_overlap`` capped at ``BOUNDED_OVERLAP``."""
+    return min(default_overlap(net), BOUNDED_OVERLAP)
+
+
+def tile_work(h: int, w: int, tile: int, overlap: int) -> float:
+    """Pixels the network computes per frame pixel when tiling h x w with ``tile`` cores and ``overlap`` context."""
+    ys, xs = _spans(h, tile, overlap), _spans(w, tile, overlap)
+    return sum(i1 - i0 for i0, i1, _, _ in ys) * sum(i1 - i0 for i0, i1, _, _ in xs) / (h * w)
 
 
 def tiling_pays(h: int, w: int, tile: int, overlap: int) -> bool:
@@ -272,5 +295,6 @@ def stream_windows(
             del buffer[i]
 
 
-__all__ = ["default_overlap", "radius_from_config", "receptive_radius", "short_clip_indices", "stream_windows",
+__all__ = ["AUTO_TILE", "AUTO_TILE_PIXELS", "BOUNDED_OVERLAP", "bounded_overlap", "default_overlap",
+           "radius_from_config", "receptive_radius", "short_clip_indices", "stream_windows", "tile_work",
            "tiling_pays", "upscale_window", "window_indices"]

@@ -35,9 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUTPUT", help="video file (H.264) or folder (PNG frames), by suffix")
     p.add_argument("--ckpt", default=None,
                    help="weights file or Lightning .ckpt (default: checkpoints/lgfn_small_builtin.pt in the repo)")
-    p.add_argument("--tile", type=int, default=None, help="tile size in LR pixels (default: whole frame)")
-    p.add_argument("--overlap", type=int, default=None,
-                   help="tile margin in LR pixels (default: the model's receptive radius: tiled == untiled)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile size in LR pixels; 0: whole frames (default: whole frames, tiles of 256 for LR frames "
+                        "over 1280x720)")
+    p.add_argument("--overlap", type=_overlap_arg, default=None,
+                   help="tile context in LR pixels, or 'exact' (the model's receptive radius: tiled == untiled; 448 "
+                        "px for the paper model); default: that radius capped at 48 (bounded: see BENCHMARKS.md)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     p.add_argument("--half", action="store_true",
                    help="float16 autocast inference (CUDA only): convs in float16, deformable convs in float32")
@@ -55,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing OUTPUT video, frame folder (frames only) or --compare PNG")
     return p
+
+
+def _overlap_arg(text: str) -> int | str:
+    if text == "exact":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of LR pixels or 'exact', got {text!r}") from None
 
 
 def note(message: str) -> None:
@@ -133,13 +145,26 @@ def check_outputs(args: argparse.Namespace) -> Path | None:
     return target
 
 
-def plan_tiles(net, info, tile: int | None, overlap: int | None) -> tuple[int | None, int]:
-    """The (tile, overlap) to run with, after the checks that need the model; notes on stderr say why."""
-    from lgfn.tiling import default_overlap, tiling_pays
+def plan_tiles(net, info, tile: int | None, overlap: int | str | None) -> tuple[int | None, int]:
+    """The (tile, overlap) to run with, after the checks that need the model; notes on stderr say why.
+
+    ``overlap``: None (bounded: the receptive radius capped at ``lgfn.tiling.BOUNDED_OVERLAP``), "exact"
+    (the radius) or pixels. ``tile``: None (whole frames, or ``AUTO_TILE`` for LR frames over
+    ``AUTO_TILE_PIXELS``), 0 (whole frames) or pixels.
+    """
+    from lgfn.tiling import (
+        AUTO_TILE,
+        AUTO_TILE_PIXELS,
+        BOUNDED_OVERLAP,
+        bounded_overlap,
+        default_overlap,
+        tile_work,
+        tiling_pays,
+    )
 
     h, w = info.height, info.width
     need = default_overlap(net)
-    overlap = need if overlap is None else overlap
+    overlap = need if overlap == "exact" else (bounded_overlap(net) if overlap is None else overlap)
     fixed = getattr(net, "fixed_hw", None)
     if fixed is not None and (h > fixed[0] or w > fixed[1]):
         # Tiles cannot be exact here: the graph's channel attention averages over each tile rather than the
@@ -150,8 +175,17 @@ def plan_tiles(net, info, tile: int | None, overlap: int | None) -> tuple[int | 
             f"and the network needs {need} px of context per side): re-export with --dynamic "
             f"(or --width {w} --height {h}), or use --ckpt"
         )
-    if tile is None or (tile >= h and tile >= w):
+    if tile is None and fixed is None and getattr(net, "runner", None) is None and h * w > AUTO_TILE_PIXELS:
+        tile = AUTO_TILE
+        note(f"{w}x{h} LR frames: tiles of {tile} with {overlap} px of context"
+             + (f" (the exact {need} would compute {tile_work(h, w, tile, need):.1f}x the frame; "
+                f"--overlap exact for it)" if overlap < need else "")
+             + "; --tile 0 runs whole frames")
+    if not tile or (tile >= h and tile >= w):
         return None, overlap
+    if overlap < need and overlap == min(need, BOUNDED_OVERLAP):
+        note(f"--tile {tile}: {overlap} px of context per tile, not the {need} px receptive radius (bounded; "
+             f"no PSNR change measured for lgfn_small, BENCHMARKS.md); --overlap exact for tiled == untiled")
     if fixed is not None:
         note(f"--tile {tile} ignored: the ONNX model runs at its fixed {fixed[1]}x{fixed[0]} size, which holds "
              f"the {w}x{h} frame")
@@ -185,9 +219,9 @@ def run(args: argparse.Namespace) -> None:
     from lgfn.tiling import stream_windows, upscale_window
     from lgfn.video import FrameWriter, probe, read_frames
 
-    if args.tile is not None and args.tile < 1:
-        raise UsageError(f"--tile must be a positive number of LR pixels, got {args.tile}")
-    if args.overlap is not None and args.overlap < 0:
+    if args.tile is not None and args.tile < 0:
+        raise UsageError(f"--tile must be a positive number of LR pixels (or 0: whole frames), got {args.tile}")
+    if isinstance(args.overlap, int) and args.overlap < 0:
         raise UsageError(f"--overlap must be >= 0, got {args.overlap}")
     if args.fps is not None and args.fps <= 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
