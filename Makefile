@@ -4,8 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SWEEP_STEPS ?= 400
+# make ablation: the ablations x seeds, resumable (re-run the same command: finished jobs are skipped,
+# interrupted ones resume from their last.ckpt), two jobs at a time; ablation.md / ablation.png in ABLATION_DIR.
+ABLATION_DIR ?= logs/train/ablation
+ABLATION_STEPS ?= 400
+ABLATION_SEEDS ?= 1,2,3
+ABLATION_EXPERIMENTS ?= full,ablation_no_dmdcu,ablation_lfm,ablation_gfm,ablation_single_frame
+ABLATION_ARGS ?=
 
-.PHONY: install browser train test test-fast bench sweep pretrain lint format clean
+.PHONY: install browser train test test-fast bench sweep ablation pretrain lint format clean
 
 install: $(STAMP)
 
@@ -46,6 +53,13 @@ sweep: install
 	OMP_NUM_THREADS=1 $(BIN)/python train.py -m hydra/launcher=joblib experiment=full,ablation_no_dmdcu,ablation_lfm,ablation_gfm,ablation_single_frame \
 		model=lgfn_small data=builtin trainer=cpu data.num_workers=0 \
 		trainer.max_epochs=-1 trainer.max_steps=$(SWEEP_STEPS) trainer.val_check_interval=$(SWEEP_STEPS) trainer.check_val_every_n_epoch=null
+
+ablation: install
+	OMP_NUM_THREADS=1 $(BIN)/python train.py -m hydra/launcher=joblib hydra.sweep.dir=$(ABLATION_DIR) \
+		experiment=$(ABLATION_EXPERIMENTS) seed=$(ABLATION_SEEDS) \
+		model=lgfn_small data=builtin trainer=cpu data.num_workers=0 \
+		trainer.max_epochs=-1 trainer.max_steps=$(ABLATION_STEPS) trainer.val_check_interval=$(ABLATION_STEPS) \
+		trainer.check_val_every_n_epoch=null $(ABLATION_ARGS)
 
 pretrain: install
 	$(BIN)/python train.py experiment=pretrain

@@ -8,7 +8,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lgfn import runner
+from lgfn import jobs, runner
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -22,13 +22,14 @@ def train(cfg: DictConfig) -> float | None:
         logger=runner.instantiate_list(cfg.get("logger")) or False,
     )
     out = runner.output_dir()
+    ckpt_path = jobs.resume_path(cfg, out)  # ckpt_path=, else this directory's own last.ckpt (requeue, re-run)
     if trainer.is_global_zero:
         runner.save_resolved_config(cfg, out)
     for logger in trainer.loggers:
         logger.log_hyperparams(runner.OmegaConf.to_container(cfg, resolve=True))
 
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metric = trainer.callback_metrics.get(cfg.optimized_metric)
     if cfg.test:
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.test_ckpt == "best" else ""

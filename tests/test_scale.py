@@ -35,8 +35,10 @@ def test_joblib_multirun_two_jobs(data_dir, tmp_path):
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert {"experiment=ablation_lfm", "experiment=ablation_gfm"} <= {
         o for r in rows for o in r["overrides"].split()}
-    for job in ("0", "1"):
-        assert (tmp_path / job / "metrics.json").is_file()  # each job in its own directory
+    # Each job in its own directory, named after its overrides (not its number).
+    assert sorted(r["job"].rsplit("-", 1)[0] for r in rows) == ["ablation_gfm", "ablation_lfm"]
+    for r in rows:
+        assert (tmp_path / r["job"] / "metrics.json").is_file()
     assert all(float(r["psnr"]) > 5 for r in rows)
 
 
@@ -52,9 +54,11 @@ def test_failing_job_does_not_stop_the_sweep(data_dir, tmp_path):
     # Job 1 asks for an impossible model (no fusion branch): it fails, job 0 finishes, the summary says so.
     proc = _sweep(data_dir, tmp_path, "joblib", "ablation_lfm", "model.net.use_lfm=true,false")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["job"]: r for r in _summary(tmp_path)}
-    assert rows["0"]["status"] == "ok" and float(rows["0"]["psnr"]) > 5
-    assert rows["1"]["status"] == "failed" and "cannot both be false" in rows["1"]["error"]
+    rows = {next(o for o in r["overrides"].split() if o.startswith("model.net.use_lfm=")).lower(): r
+            for r in _summary(tmp_path)}
+    assert rows["model.net.use_lfm=true"]["status"] == "ok" and float(rows["model.net.use_lfm=true"]["psnr"]) > 5
+    failed = rows["model.net.use_lfm=false"]
+    assert failed["status"] == "failed" and "cannot both be false" in failed["error"]
     assert "1 of 2 job(s) failed" in proc.stdout
 
 

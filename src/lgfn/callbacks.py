@@ -1,10 +1,12 @@
-"""Training callbacks: a checkpoint on SIGTERM (pre-emption outside SLURM's requeue), the console's progress bar
-and model summary."""
+"""Training callbacks: a checkpoint on SIGTERM or submitit's pre-emption signal (then requeued), last.ckpt by steps
+and by wall time, the console's progress bar and model summary."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,22 @@ from lightning.pytorch.utilities.model_summary.model_summary import (
 
 
 class SaveOnSignal(L.Callback):
-    """On SIGTERM, save ``last.ckpt`` at the batch boundary where Lightning stops, then exit with 128 + 15.
+    """Save ``last.ckpt`` at the batch boundary after a stop signal: SIGTERM (exit 128 + 15), or the pre-emption /
+    time-out signal of a submitit job (USR2; submitit then requeues the job, which resumes from that file).
 
-    Lightning's own SIGTERM handler only sets a flag; its loops raise ``SIGTERMException`` (a ``SystemExit``
-    with status 0) once the current training batch is done, so the state saved here is a consistent one
-    (no half-applied optimizer step). The file is written through the trainer's checkpoint I/O, atomically
-    with ``AtomicCheckpointIO``. Resume with ``ckpt_path=<that file>``. Under SLURM, Lightning's
-    ``SLURMEnvironment`` also saves ``hpc_ckpt_*.ckpt`` and requeues the job on ``SIGUSR1``.
+    **SIGTERM.** Lightning's own SIGTERM handler only sets a flag; its loops raise ``SIGTERMException`` (a
+    ``SystemExit`` with status 0) once the current training batch is done, so the state saved here is a
+    consistent one (no half-applied optimizer step). Resume with ``ckpt_path=<that file>`` (or re-run in the same
+    directory: ``auto_resume``).
+
+    **submitit** (``hydra/launcher=submitit_slurm`` / ``submitit_local``). submitit's own handler for its signal
+    would requeue at once, mid-step, and with nothing saved the requeued job would start again from step 0.
+    During ``fit`` the signal only sets a flag here; at the end of the current batch every rank agrees
+    (any rank that saw it counts), ``last.ckpt`` is saved, and rank 0 hands over to submitit's handler, which
+    requeues the same job. The requeued job runs in the same directory and resumes from its own ``last.ckpt``
+    (``lgfn.jobs.resume_path``), logging to the same W&B run (``lgfn.jobs.wandb_run_id``).
+
+    The file is written through the trainer's checkpoint I/O, atomically with ``AtomicCheckpointIO``.
     """
 
     def __init__(self, filename: str | None = None, exit_code: int = 128 + signal.SIGTERM) -> None:
@@ -32,6 +43,8 @@ class SaveOnSignal(L.Callback):
         self.filename = filename
         self.exit_code = exit_code
         self.saved_path: Path | None = None
+        self._preempt_signal: int | None = None  # the submitit signal, once received
+        self._submitit_handler: Any = None
 
     def checkpoint_path(self, trainer: L.Trainer) -> Path:
         """Where the checkpoint goes: ModelCheckpoint's dirpath/last.ckpt, else <default_root_dir>/checkpoints."""
@@ -40,6 +53,49 @@ class SaveOnSignal(L.Callback):
             name = self.filename or cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION
             return Path(cb.dirpath) / name
         return Path(trainer.default_root_dir) / "checkpoints" / (self.filename or "last.ckpt")
+
+    @staticmethod
+    def submitit_signal() -> int | None:
+        """submitit's pre-emption signal when this process belongs to a submitit job, else None."""
+        if not os.environ.get("SUBMITIT_EXECUTOR"):
+            return None
+        name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+        return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        signum = self.submitit_signal()
+        if signum is None:
+            return
+        # Lightning restores every handler it found at the start of the run when it ends, submitit's included.
+        self._submitit_handler = signal.getsignal(signum)
+        self._preempt_signal = None
+        signal.signal(signum, self._note_preemption)
+
+    def _note_preemption(self, signum: int, frame: Any) -> None:
+        self._preempt_signal = signum
+        print(f"rank {os.environ.get('LOCAL_RANK', 0)}: {signal.Signals(signum).name}: saving last.ckpt at the end "
+              "of this batch, then requeueing", file=sys.stderr, flush=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if self.submitit_signal() is None:
+            return
+        preempted = self._preempt_signal is not None
+        if trainer.world_size > 1:
+            preempted = trainer.strategy.reduce_boolean_decision(preempted, all=False)
+        if not preempted:
+            return
+        path = self.checkpoint_path(trainer)
+        trainer.save_checkpoint(path, weights_only=False)
+        self.saved_path = path
+        if not trainer.is_global_zero:
+            raise SystemExit(0)  # rank 0 requeues the job; this rank just stops
+        print(f"pre-empted: saved {path} at step {trainer.global_step}; the requeued job resumes from it",
+              file=sys.stderr, flush=True)
+        signum = self._preempt_signal or self.submitit_signal()
+        handler = self._submitit_handler
+        if callable(handler):
+            handler(signum, None)  # submitit: dump the job, requeue it, exit
+        raise SystemExit(self.exit_code)  # no submitit handler to requeue: stop like SIGTERM
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
@@ -55,22 +111,41 @@ class SaveOnSignal(L.Callback):
 
 
 class PeriodicLastCheckpoint(L.Callback):
-    """Write ``last.ckpt`` every ``every_n_train_steps`` optimiser steps, so a SIGKILL loses at most that many.
+    """Write ``last.ckpt`` every ``every_n_train_steps`` optimiser steps and every ``every_n_minutes`` of wall time,
+    whichever comes first, so a SIGKILL loses at most that much.
 
     The best-PSNR ModelCheckpoint writes only when validation runs; this keeps ``last.ckpt`` fresh in between
-    (atomically, through the trainer's checkpoint I/O). 0 turns it off.
+    (atomically, through the trainer's checkpoint I/O). Steps suit the CPU (200 steps of lgfn_small are minutes);
+    on GPUs steps are seconds, and the wall-time interval bounds the loss instead (15 min by default). Under DDP
+    every rank takes part in a save, so the ranks agree on the time (any rank's clock may trigger it). 0 turns
+    either off.
     """
 
-    def __init__(self, every_n_train_steps: int = 200) -> None:
+    def __init__(self, every_n_train_steps: int = 200, every_n_minutes: float = 15.0) -> None:
         super().__init__()
         if every_n_train_steps < 0:
             raise ValueError(f"callbacks.periodic_last.every_n_train_steps must be >= 0, got {every_n_train_steps}")
+        if every_n_minutes < 0:
+            raise ValueError(f"callbacks.periodic_last.every_n_minutes must be >= 0, got {every_n_minutes}")
         self.every = every_n_train_steps
+        self.every_s = 60.0 * every_n_minutes
+        self._last_save = time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_save = time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if trainer.sanity_checking:
+            return
         step = trainer.global_step
-        if self.every and step > 0 and step % self.every == 0 and not trainer.sanity_checking:
+        due = bool(self.every) and step > 0 and step % self.every == 0
+        if self.every_s:
+            late = time.monotonic() - self._last_save >= self.every_s
+            due = due or (trainer.strategy.reduce_boolean_decision(late, all=False) if trainer.world_size > 1
+                          else late)
+        if due:
             trainer.save_checkpoint(SaveOnSignal(None).checkpoint_path(trainer), weights_only=False)
+            self._last_save = time.monotonic()
 
 
 class StepProgressBar(RichProgressBar):

@@ -17,9 +17,35 @@ class WandbLogger(_LightningWandbLogger):
 
     @functools.wraps(_LightningWandbLogger.__init__)
     def __init__(self, *args, **kwargs) -> None:
+        if not args and kwargs.get("id") is None and kwargs.get("version") is None and kwargs.get("experiment") is None:
+            from lgfn.jobs import wandb_run_id
+
+            # One W&B run per run directory: a requeued, resumed or re-run job logs to the same run.
+            kwargs["id"] = wandb_run_id(kwargs.get("save_dir") or kwargs.get("dir") or ".")
         super().__init__(*args, **kwargs)
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
 
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        """The whole config, plus what W&B's grouping and parallel-coordinates views need as top-level keys."""
+        if isinstance(params, dict):
+            params = {**run_keys(params), **params}
+        super().log_hyperparams(params, *args, **kwargs)
 
-__all__ = ["WandbLogger"]
+
+def run_keys(cfg: dict) -> dict:
+    """Top-level summary of a run's config: experiment, seed, ablation toggles and model size."""
+    net = (cfg.get("model") or {}).get("net") or {}
+    keys = {"experiment": cfg.get("experiment_name"), "seed": cfg.get("seed"),
+            "use_dmdcu": net.get("use_dmdcu"), "use_lfm": net.get("use_lfm"), "use_gfm": net.get("use_gfm"),
+            "centre_only": (cfg.get("data") or {}).get("centre_only"), "num_feat": net.get("num_feat")}
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        keys["model_size"] = HydraConfig.get().runtime.choices.get("model")
+    except ValueError:
+        pass
+    return {k: v for k, v in keys.items() if v is not None}
+
+
+__all__ = ["WandbLogger", "run_keys"]

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import sys
+import time
 import traceback
 import types
 import typing
@@ -44,8 +45,17 @@ def _group(experiment_name: str) -> str:
 
 
 def register_resolvers() -> None:
+    from lgfn.jobs import job_dir_name, unique_suffix
+    from lgfn.slurm import slurm_tasks_per_node
+
     if not OmegaConf.has_resolver("lgfn_group"):
         OmegaConf.register_new_resolver("lgfn_group", _group)
+    if not OmegaConf.has_resolver("lgfn_job_subdir"):  # a sweep job's directory: named after its overrides
+        OmegaConf.register_new_resolver("lgfn_job_subdir", job_dir_name)
+    if not OmegaConf.has_resolver("lgfn_unique"):  # cached: one value per process, copied into sweep jobs
+        OmegaConf.register_new_resolver("lgfn_unique", unique_suffix, use_cache=True)
+    if not OmegaConf.has_resolver("lgfn_tasks_per_node"):
+        OmegaConf.register_new_resolver("lgfn_tasks_per_node", slurm_tasks_per_node)
 
 
 register_resolvers()
@@ -381,9 +391,19 @@ def _json_safe(obj: Any) -> Any:
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_json_safe(obj), indent=2) + "\n")
-    os.replace(tmp, path)
+    """Write JSON through a temp file of this writer's own (never shared between processes), renamed over `path`."""
+    import tempfile
+
+    from lgfn.fileio import publish
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(_json_safe(obj), indent=2) + "\n")
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def report_results(results: dict[str, dict], trainer: Any, out: Path, model_name: str, show: bool = True,
@@ -427,34 +447,61 @@ def report_results(results: dict[str, dict], trainer: Any, out: Path, model_name
 
 # ---------------------------------------------------------------------------- failure handling
 def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run a task; bad input ends it with a one-line error. In a sweep a failed job is recorded, not fatal."""
+    """Run a task; bad input ends it with a one-line error. In a sweep a failed job is recorded, not fatal.
+
+    In a sweep (``lgfn.jobs``): a job whose directory says ``ok`` is skipped; global rank 0 alone writes
+    ``status.json``. Under DDP a failure on any rank is reported as ``rank R: Error: message`` (``lgfn.distributed``).
+    Every job ends its W&B run and its DDP processes before the next one starts.
+    """
+    from lgfn import distributed, jobs
+
     multirun = False
     try:
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     except ValueError:
         pass
     out = output_dir()
+    if multirun and jobs.finished(out):
+        print(f"job {out.name} finished before (its status.json says ok): skipped", flush=True)
+        return (jobs.read_status(out) or {}).get("value")
+
+    def record_failure(reason: str, trace: str = "") -> None:
+        if multirun and distributed.process_rank() == 0:
+            jobs.write_status(out, "failed", error=reason, traceback=trace)
+
+    distributed.set_job(inspect.getsourcefile(task), out, record_failure)
+    started = time.time()
+    if multirun and distributed.process_rank() == 0:
+        jobs.write_status(out, "running")
     try:
         value = task(cfg)
-        if multirun:
-            write_json_atomic({"status": "ok"}, out / "status.json")
+        if multirun and distributed.process_rank() == 0:
+            jobs.write_status(out, "ok", value=value if isinstance(value, (int, float)) else None,
+                              started=started, seconds=round(time.time() - started, 1))
         return value
     except Exception as e:
         if type(e).__name__ == "InstantiationException" and isinstance(e.__cause__, Exception):
             e = e.__cause__  # hydra wraps what a constructor raised: report the constructor's own error
+        distributed.publish_failure(e)
+        remote = distributed.remote_failure()  # another rank failed first: its reason, not this rank's echo
+        error = remote or f"{type(e).__name__}: {e}"
         if not multirun:
             remove_unused_run_dir(out)
         if multirun:
-            out.mkdir(parents=True, exist_ok=True)
-            write_json_atomic({"status": "failed", "error": f"{type(e).__name__}: {e}",
-                               "traceback": traceback.format_exc()}, out / "status.json")
-            print(f"job failed (the sweep goes on): {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            record_failure(error, traceback.format_exc())
+            print(f"job failed (the sweep goes on): {error}", file=sys.stderr, flush=True)
             return float("nan")
+        if remote:
+            print(f"error: {remote}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(e, (ValueError, FileNotFoundError,
                                                                            FloatingPointError, OSError)):
             raise
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    finally:
+        jobs.finish_wandb()
+        distributed.end_of_job()
 
 
 def remove_unused_run_dir(out: Path) -> bool:

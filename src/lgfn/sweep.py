@@ -15,18 +15,32 @@ COLUMNS = ["job", "overrides", "status", "dataset", "psnr", "ssim", "temporal_ga
            "error"]
 
 
+def _job_num(job: Path) -> int:
+    """The job's number in the launch that last ran it (from .hydra/hydra.yaml), for ordering rows."""
+    try:
+        return int(OmegaConf.select(OmegaConf.load(job / ".hydra" / "hydra.yaml"), "hydra.job.num", default=1 << 30))
+    except Exception:  # noqa: BLE001 - an unreadable record: last
+        return 1 << 30
+
+
 def collect(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """One row per job directory of a sweep, from its metrics.json / status.json / overrides."""
+    """One row per job directory of a sweep (every job any run of the sweep started), from its metrics.json /
+    status.json / overrides. A job still marked ``running`` when this runs (after the launch) was interrupted."""
     rows = []
     job_dirs = [d for d in Path(sweep_dir).iterdir() if d.is_dir() and (d / ".hydra").is_dir()]
-    for job in sorted(job_dirs, key=lambda d: (len(d.name), d.name)):
+    for job in sorted(job_dirs, key=lambda d: (_job_num(d), d.name)):
         overrides_file = job / ".hydra" / "overrides.yaml"
         overrides = OmegaConf.to_container(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
         row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "status": "unknown"}
         status_file, metrics_file = job / "status.json", job / "metrics.json"
         if status_file.exists():
-            status = json.loads(status_file.read_text())
+            try:
+                status = json.loads(status_file.read_text())
+            except ValueError:
+                status = {"status": "unknown", "error": "unreadable status.json"}
             row["status"] = status.get("status", "unknown")
+            if row["status"] == "running":
+                row["status"] = "interrupted"
             row["error"] = status.get("error", "")
         if metrics_file.exists():
             m = json.loads(metrics_file.read_text())
@@ -80,6 +94,15 @@ class SweepSummary(Callback):
         print(f"\nSweep summary ({path}):\n{format_rows(rows)}", flush=True)
         if failed:
             print(f"{len(failed)} of {len(rows)} job(s) failed: {', '.join(failed)} (see their status.json)", flush=True)
+        from lgfn.ablation import write_ablation
+
+        try:
+            written = write_ablation(sweep_dir)
+        except Exception as e:  # noqa: BLE001 - summary.csv is the record; the ablation table is derived from it
+            print(f"ablation table not written: {type(e).__name__}: {e}", flush=True)
+            written = None
+        if written is not None:
+            print(f"\nAblation ({written[0]}, {written[1].name}):\n{written[0].read_text()}", flush=True)
         if "wandb" in (config.get("logger") or {}):
             self._log_wandb(config, rows, sweep_dir)
 

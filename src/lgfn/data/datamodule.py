@@ -72,6 +72,7 @@ class VSRDataModule(LightningDataModule):
         centre_only: bool = False,
         manifest: bool = True,
         manifest_dir: str | None = None,
+        global_batch_size: int | None = None,
     ):
         super().__init__()
         # Cheap argument checks at construction, so a bad config fails before any disk access.
@@ -91,6 +92,8 @@ class VSRDataModule(LightningDataModule):
             )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"data.batch_size must be a positive integer, got {batch_size!r}")
+        if global_batch_size is not None and (not isinstance(global_batch_size, int) or global_batch_size < 1):
+            raise ValueError(f"data.global_batch_size must be a positive integer or null, got {global_batch_size!r}")
         if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
             raise ValueError(f"data.num_workers must be an integer >= 0 or null (from the CPUs), got {num_workers!r}")
         if val_max_clips is not None and val_max_clips < 1:
@@ -99,6 +102,7 @@ class VSRDataModule(LightningDataModule):
         self.name, self.root = name, str(root)
         self.degradation, self.num_frames, self.patch_size = degradation, num_frames, patch_size
         self.batch_size, self.num_workers, self.padding, self.scale = batch_size, num_workers, padding, scale
+        self.global_batch_size = global_batch_size
         self.augment, self.temporal_reverse, self.train_repeat = augment, temporal_reverse, train_repeat
         self.skip_edge_frames = name in _TEST_ONLY if skip_edge_frames is None else bool(skip_edge_frames)
         self.val_max_clips, self.clip_list, self.builtin_small, self.seed = (
@@ -257,7 +261,30 @@ class VSRDataModule(LightningDataModule):
         if self._sampler_state is not None:
             self._train_sampler.load_state_dict(self._sampler_state)
             self._sampler_state = None
-        return self._loader(self.data_train, batch_size=self.batch_size, sampler=self._train_sampler)
+        return self._loader(self.data_train, batch_size=self.train_batch_size(report=True), sampler=self._train_sampler)
+
+    def train_batch_size(self, report: bool = False) -> int:
+        """The per-rank training batch: ``data.batch_size``, or ``data.global_batch_size`` split over the ranks and
+        ``trainer.accumulate_grad_batches`` (then the optimiser sees the same batch, so the same schedule, on
+        any number of GPUs). With ``report``, rank 0 logs the global batch under DDP, with a warning when only the per-rank
+        batch is set."""
+        trainer = self.trainer
+        ranks = trainer.world_size if trainer is not None else 1
+        accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+        if self.global_batch_size is None:
+            if report and ranks * accumulate > 1 and trainer.is_global_zero:
+                log.warning("global batch %d = data.batch_size %d x %d ranks x %d accumulated: the lr and the epoch "
+                            "schedule were set for a batch of %d; set data.global_batch_size to keep them",
+                            self.batch_size * ranks * accumulate, self.batch_size, ranks, accumulate, self.batch_size)
+            return self.batch_size
+        per_rank, rest = divmod(self.global_batch_size, ranks * accumulate)
+        if rest or per_rank < 1:
+            raise ValueError(f"data.global_batch_size={self.global_batch_size} is not a multiple of {ranks} ranks x "
+                             f"{accumulate} accumulated batches")
+        if report and ranks * accumulate > 1 and trainer.is_global_zero:
+            log.warning("global batch %d = %d per rank x %d ranks x %d accumulated (data.global_batch_size)",
+                        self.global_batch_size, per_rank, ranks, accumulate)
+        return per_rank
 
     def val_dataloader(self) -> DataLoader:
         if self.data_val is None:
@@ -288,7 +315,7 @@ class VSRDataModule(LightningDataModule):
         epoch, done = trainer.current_epoch, fit.epoch_loop.batch_progress.current.processed
         if done >= trainer.num_training_batches:  # saved at the end of an epoch: the next one starts afresh
             epoch, done = epoch + 1, 0
-        return {"train_sampler": {"epoch": epoch, "start": done * self.batch_size}}
+        return {"train_sampler": {"epoch": epoch, "start": done * self.train_batch_size()}}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._sampler_state = state_dict.get("train_sampler")
