@@ -27,14 +27,23 @@ def _section(title: str, command: str, body: str) -> str:
 
 
 def _merge(old: str, notes: str, header: str, sections: list[str]) -> tuple[str, list[str]]:
-    """--update: the old file's sections, with those run now replaced (or appended), and a header saying so."""
-    if notes and old.endswith(notes):
-        old = old[: -len(notes)]
+    """--update: the old file's sections, with those run now replaced (or appended), and a header saying so.
+
+    Sections are matched by their command line (`python benchmarks/bench_x.py`), so a renamed section is
+    still replaced; the hand-written NOTES.md part (its headings) is dropped from the old file and re-added.
+    """
+    note_titles = {line.strip() for line in notes.splitlines() if line.startswith("## ")}
     old_header, *old_sections = old.split("\n## ")
     old_sections = ["## " + s.strip() + "\n" for s in old_sections]
-    new = {s.splitlines()[0]: s for s in sections}
-    merged = [new.pop(s.splitlines()[0], s) for s in old_sections] + list(new.values())
+    old_sections = [s for s in old_sections if s.splitlines()[0].strip() not in note_titles]
+
+    def key(section: str) -> str:
+        return next((x for x in section.splitlines() if x.startswith("`python benchmarks/")), section.splitlines()[0])
+
+    new = {key(s): s for s in sections}
+    merged = [new.pop(key(s), s) for s in old_sections] + list(new.values())
     kept = [s.splitlines()[0][3:] for s in merged if s not in sections]
+
     def line(tag: str) -> str:
         return next((x[len(tag) :] for x in old_header.splitlines() if x.startswith(tag)), "?")
 

@@ -351,3 +351,21 @@ def test_manifest_under_ddp_rank0_scans_the_others_read(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="missing"):
         manifest.load_or_scan(tmp_path / "root", {"k": 2}, broken, **kw)
     assert barriers == [1, 1, 1]  # rank 0 still joined the barrier before raising: no rank hangs
+
+
+def test_lmdb_training_through_dataloader_workers(vimeo_lmdb):
+    # Each worker opens the stores itself after the fork (lgfn.data.lmdb_store keys its handles by pid).
+    from torch.utils.data import DataLoader
+
+    from lgfn.data.datasets import ResumableSampler, VSRTrainDataset
+    from lgfn.data.layouts import discover_vimeo90k
+    from lgfn.data.lmdb_store import _envs
+
+    root, _, _ = vimeo_lmdb
+    ds = VSRTrainDataset(discover_vimeo90k(root, "train").clips, patch_size=16)
+    ds[(0, 1)]  # the parent opens the stores first
+    assert _envs
+    loader = DataLoader(ds, batch_size=3, sampler=ResumableSampler(ds, seed=0, num_replicas=1, rank=0), num_workers=1)
+    (batch,) = list(loader)
+    want = torch.stack([ds[k]["lr"] for k in ResumableSampler(ds, seed=0, num_replicas=1, rank=0)])
+    assert torch.equal(batch["lr"], want)
