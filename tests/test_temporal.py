@@ -164,3 +164,24 @@ def test_logged_wandb_images_are_the_crops_times_255(tmp_path):
     assert pngs, list((tmp_path / "run").rglob("*.png"))
     img = np.asarray(Image.open(pngs[0]).convert("RGB"))
     assert img.max() > 100 and len(np.unique(img)) > 50  # a picture, not 0s and 1s
+
+
+def test_validation_holds_out_training_clips_never_test_clips(tmp_path):
+    from lgfn.data import VSRDataModule
+
+    dm = VSRDataModule(name="builtin", root=str(tmp_path / "b"), builtin_small=True, patch_size=32, num_workers=0,
+                       num_frames=3, val_holdout=2)
+    dm.setup("fit")
+    train = {c.name for c in dm.data_train.clips}
+    val = {c.name for c in dm.data_val.clips}
+    test = {c.name for c in dm.data_test.clips}
+    assert len(val) == 2 and not val & train and not val & test
+    assert train | val == {p.name for p in (tmp_path / "b" / "train").iterdir() if p.is_dir()}
+    # the same clips every time
+    again = VSRDataModule(name="builtin", root=str(tmp_path / "b"), builtin_small=True, patch_size=32, num_workers=0,
+                          num_frames=3, val_holdout=2)
+    again.setup("fit")
+    assert {c.name for c in again.data_val.clips} == val
+    with pytest.raises(ValueError, match="data.val_holdout=3 leaves no training clip of 3"):
+        VSRDataModule(name="builtin", root=str(tmp_path / "b"), builtin_small=True, patch_size=32, num_workers=0,
+                      num_frames=3, val_holdout=3).setup("fit")

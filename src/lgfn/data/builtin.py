@@ -102,7 +102,7 @@ class _SplitSpec:
 
 def _split_specs(small: bool) -> dict[str, _SplitSpec]:
     if small:
-        return {"train": _SplitSpec(2, 9, 64, 80), "test": _SplitSpec(2, 9, 64, 80)}
+        return {"train": _SplitSpec(3, 9, 64, 80), "test": _SplitSpec(2, 9, 64, 80)}
     return {"train": _SplitSpec(24, 16, 256, 320), "test": _SplitSpec(4, 16, 192, 256)}
 
 

@@ -63,6 +63,7 @@ class VSRDataModule(LightningDataModule):
         skip_edge_frames: bool | None = None,
         average: str | None = None,
         val_max_clips: int | None = None,
+        val_holdout: int | None = None,
         clip_list: str | None = None,
         pin_memory: bool | None = None,
         builtin_small: bool = False,
@@ -98,6 +99,11 @@ class VSRDataModule(LightningDataModule):
             raise ValueError(f"data.num_workers must be an integer >= 0 or null (from the CPUs), got {num_workers!r}")
         if val_max_clips is not None and val_max_clips < 1:
             raise ValueError(f"data.val_max_clips must be >= 1 or null, got {val_max_clips!r}")
+        if val_holdout is not None and (not isinstance(val_holdout, int) or val_holdout < 1):
+            raise ValueError(f"data.val_holdout must be a positive integer or null, got {val_holdout!r}")
+        # Validation (and test_ckpt=best) on a fixed slice of the training clips, held out of training, so
+        # model selection never sees the test set; null: the first val_max_clips test clips (test-only sets).
+        self.val_holdout = val_holdout
         self.save_hyperparameters(logger=False)
         self.name, self.root = name, str(root)
         self.degradation, self.num_frames, self.patch_size = degradation, num_frames, patch_size
@@ -199,8 +205,9 @@ class VSRDataModule(LightningDataModule):
             test = self._clips("test")
             self.test_groups = test.groups
             self.data_test = self._test_dataset(test)
-            val_clips = test.clips[: self.val_max_clips] if self.val_max_clips else test.clips
-            self.data_val = self._test_dataset(ClipSet(clips=val_clips))
+            if not self._holds_out():
+                val_clips = test.clips[: self.val_max_clips] if self.val_max_clips else test.clips
+                self.data_val = self._test_dataset(ClipSet(clips=val_clips))
             log.info(
                 "%s test set: %d clips, %d targets, LR %s",
                 self.test_name,
@@ -208,10 +215,16 @@ class VSRDataModule(LightningDataModule):
                 len(self.data_test),
                 f"from {test.lr_dir}" if test.lr_dir else f"made on the fly ({self.degradation})",
             )
-        if stage in ("fit", None) and self.name not in _TEST_ONLY and self.data_train is None:
+        needs_train = stage in ("fit", None) or (stage == "validate" and self._holds_out())
+        if needs_train and self.name not in _TEST_ONLY and self.data_train is None:
             train = self._clips("train")
+            train_clips = train.clips
+            if self._holds_out():
+                train_clips, held = self._split_holdout(train_clips)
+                held = held[: self.val_max_clips] if self.val_max_clips else held
+                self.data_val = self._test_dataset(ClipSet(clips=held))
             self.data_train = VSRTrainDataset(
-                train.clips,
+                train_clips,
                 num_frames=self.num_frames,
                 padding=self.padding,
                 degradation=self.degradation,
@@ -223,6 +236,26 @@ class VSRDataModule(LightningDataModule):
                 cache_frames=self.cache_frames,
                 centre_only=self.centre_only,
             )
+
+    def _holds_out(self) -> bool:
+        return self.val_holdout is not None and self.name not in _TEST_ONLY
+
+    def _split_holdout(self, clips):
+        """(training clips, held-out validation clips): every k-th clip, evenly spread, always the same ones."""
+        n = len(clips)
+        if self.val_holdout >= n:
+            raise ValueError(
+                f"data.val_holdout={self.val_holdout} leaves no training clip of {n}; use fewer, or null"
+            )
+        step = n / self.val_holdout
+        held_idx = sorted({min(n - 1, int(step * (i + 0.5))) for i in range(self.val_holdout)})
+        keep = sorted(set(range(n)) - set(held_idx))
+        if hasattr(clips, "select"):  # a ClipTable
+            import numpy as np
+
+            held = clips.select(np.array(held_idx))
+            return clips.select(np.array(keep)), [held[i] for i in range(len(held))]
+        return [clips[i] for i in keep], [clips[i] for i in held_idx]
 
     # ------------------------------------------------------------------ loaders
 
