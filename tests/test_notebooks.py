@@ -218,6 +218,7 @@ def test_temporal_notebook_trains_the_pairs_and_tabulates_them(tmp_path, kernel,
     runs = {"7 frames": out / "7_frames", "single_frame": out / "single_frame"}
     metrics = {k: json.loads((d / "metrics.json").read_text()) for k, d in runs.items()}
     seven = next(line for line in text.splitlines() if line.startswith("7 frames "))
+    assert "LR patch 32" not in text  # only the runs asked for
     single = next(line for line in text.splitlines() if line.startswith("single frame "))
     s7, s1 = seven.split()[2:], single.split()[2:]
     assert float(s7[0]) == pytest.approx(round(metrics["7 frames"]["average"]["psnr"], 2))
