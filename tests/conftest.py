@@ -140,3 +140,26 @@ def builtin_stub(monkeypatch):
     mod.ensure_builtin = _fake_ensure_builtin
     monkeypatch.setitem(sys.modules, "lgfn.data.builtin", mod)
     return mod
+
+
+@pytest.fixture(autouse=True)
+def _isolate_logging_and_wandb():
+    """Leave no W&B run open and no log handler bound to a closed capture stream for the next test.
+
+    An in-process W&B run that a test does not finish is reused by the next WandbLogger (so that test finds no
+    run directory of its own), and a handler created while a test's output was captured writes "--- Logging
+    error ---" tracebacks into a later test's stderr once that capture is closed.
+    """
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+    import logging
+
+    loggers = [logging.getLogger()] + [v for v in logging.root.manager.loggerDict.values()
+                                       if isinstance(v, logging.Logger)]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            stream = getattr(handler, "stream", None)
+            if stream is not None and getattr(stream, "closed", False):
+                logger.removeHandler(handler)
