@@ -17,6 +17,8 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
+from nets import strong_tiny_net  # noqa: E402
+
 from lgfn.data.builtin import ensure_builtin  # noqa: E402
 from lgfn.data.windows import frame_indices  # noqa: E402
 from lgfn.degradation import degrade, imresize, quantize_8bit  # noqa: E402
@@ -102,17 +104,6 @@ def assert_table_cells(got: list[float], want) -> None:
     """PSNR/SSIM pairs as printed (2 and 4 decimals) against the reference values."""
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         assert abs(g - w) <= (0.0051 if i % 2 == 0 else 5.1e-5), (got, list(want))
-
-
-def strong_tiny_net() -> LGFN:
-    """Tiny LGFN with weights large enough that neighbours, and so the window padding, change the output."""
-    net = LGFN(**TINY).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            std = ((0.3 if "conv_offset" in name else 1.2) / p[0].numel() ** 0.5) if p.dim() > 1 else 0.1
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return net
 
 
 @pytest.mark.slow

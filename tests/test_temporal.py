@@ -11,6 +11,7 @@ import pytest
 import torch
 from entry import compose_cfg, tiny
 from lightning import Trainer
+from nets import strong_tiny_net
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
@@ -31,18 +32,6 @@ TINY = dict(num_frames=3, num_feat=8, num_extract_blocks=1, num_align_stages=1, 
 @pytest.fixture(scope="module")
 def small_builtin(tmp_path_factory) -> dict[str, Path]:
     return ensure_builtin(tmp_path_factory.mktemp("builtin"), small=True)
-
-
-def strong_tiny_net() -> LGFN:
-    """Tiny LGFN with weights large enough that the neighbours change the output."""
-    torch.manual_seed(0)
-    net = LGFN(**TINY).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            std = ((0.3 if "conv_offset" in name else 1.2) / p[0].numel() ** 0.5) if p.dim() > 1 else 0.1
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return net
 
 
 class CentreOnly(nn.Module):
