@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from lgfn.checkpoint import atomic_torch_save, load_checkpoint
+from lgfn.cli import error_line
 from lgfn.release import PAPER_CONFIG, ReleaseError, release_to_state, state_to_release, strip_wrapper
 from lgfn.weights import DEFAULT_META, FORMAT, VERSION, read_net_state
 
@@ -117,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             n = weights_to_release(args.src, args.dst)
             print(f"{PROG}: wrote {args.dst} (the authors' layout, {n} float32 tensors) from {args.src}")
     except (ValueError, FileNotFoundError, OSError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        print(f"{PROG}: error: {error_line(e)}", file=sys.stderr)
         return 1
     return 0
 

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from lgfn.cli import UsageError, error_line
+
 PROG = "lgfn-prepare"
 DATASETS = ("vimeo90k", "vid4", "spmcs")
 
@@ -37,10 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: the CPUs this job has)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing LR folder")
     return p
-
-
-class UsageError(Exception):
-    pass
 
 
 def plan(dataset: str, root: Path, degradation: str, scale: int) -> tuple[Path, list[tuple[Path, Path]]]:
@@ -163,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001
         if os.environ.get("LGFN_DEBUG") == "1":
             raise
-        print(f"{PROG}: error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
-              file=sys.stderr)
+        print(f"{PROG}: error: {error_line(e)}", file=sys.stderr)
         return 1
 
 

@@ -20,13 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lgfn.cli import UsageError, error_line
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILTIN_CKPT = REPO_ROOT / "checkpoints" / "lgfn_small_builtin.pt"
 PROG = "lgfn-upscale"
-
-
-class UsageError(Exception):
-    """Bad command-line usage found after parsing (exit code 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,8 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if debug:
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        print(f"{PROG}: error: {error_line(e)}", file=sys.stderr)
         return 1
     finally:
         logger.removeHandler(handler)
