@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lgfn.cli import error_line
 from lgfn.fileio import publish
 
 if TYPE_CHECKING:
@@ -293,8 +294,7 @@ class OnnxUpscaler:
         try:
             self.session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for invalid files
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"cannot load ONNX model {path}: {first}") from None
+            raise ValueError(f"cannot load ONNX model {path}: {error_line(e)}") from None
         self.path = path
         self.meta = read_sidecar(path)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
