@@ -359,8 +359,6 @@ class LitLGFN(L.LightningModule):
                 c: {"psnr": clip_means["psnr"][c], "ssim": clip_means["ssim"][c], "frames": frames[c]} for c in frames
             },
             "average": {"psnr": averages["psnr"], "ssim": averages["ssim"]},
-            "temporal_gain_definition": "dB: PSNR-Y of the real window minus PSNR-Y of the window with every "
-            "neighbour replaced by the centre frame (same averaging as psnr)",
             "bicubic": {
                 "clips": {c: {"psnr": clip_means["psnr_bicubic"][c], "ssim": clip_means["ssim_bicubic"][c]} for c in frames},
                 "average": {"psnr": averages["psnr_bicubic"], "ssim": averages["ssim_bicubic"]},
@@ -370,8 +368,10 @@ class LitLGFN(L.LightningModule):
             for c in frames:
                 result["clips"][c]["temporal_gain"] = clip_means["temporal_gain"][c]
             result["average"]["temporal_gain"] = averages["temporal_gain"]
-        else:
-            del result["temporal_gain_definition"]
+            result["temporal_gain_definition"] = (
+                "dB: PSNR-Y of the real window minus PSNR-Y of the window with every neighbour replaced by the "
+                "centre frame (same averaging as psnr)"
+            )
         if "tof" in per:  # only where clips have consecutive scored frames (not Vimeo-90K-T's centre frames)
             from lgfn.metrics import TOF_DEFINITION
 

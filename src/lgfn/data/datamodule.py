@@ -7,6 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
@@ -251,8 +252,6 @@ class VSRDataModule(LightningDataModule):
         held_idx = sorted({min(n - 1, int(step * (i + 0.5))) for i in range(self.val_holdout)})
         keep = sorted(set(range(n)) - set(held_idx))
         if hasattr(clips, "select"):  # a ClipTable
-            import numpy as np
-
             held = clips.select(np.array(held_idx))
             return clips.select(np.array(keep)), [held[i] for i in range(len(held))]
         return [clips[i] for i in keep], [clips[i] for i in held_idx]
