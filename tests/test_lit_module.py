@@ -74,6 +74,20 @@ def test_ema_follows_the_weights_and_is_what_evaluation_uses():
     assert any(k.startswith("ema.module.") for k in module.state_dict())
 
 
+def test_eval_with_ema_scores_the_loaded_weights(tmp_path):
+    from lgfn.runner import load_net_weights
+    from lgfn.weights import save_weights
+
+    torch.manual_seed(0)
+    trained = LGFN(**TINY)
+    save_weights(trained, tmp_path / "w.pt")
+    module = LitLGFN(LGFN(**TINY), ema_decay=0.999)  # eval.py with model.ema_decay set
+    load_net_weights(module, tmp_path / "w.pt")
+    lr = torch.rand(1, 3, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(module.eval_net.eval()(lr), trained.eval()(lr))
+
+
 def test_summary_counts_each_sample_once_and_averages_per_clip():
     module = LitLGFN(LGFN(**TINY))
     dm = SimpleNamespace(average="clip", test_name="toy", test_groups={"slow": ["a"]})

@@ -213,10 +213,18 @@ def save_resolved_config(cfg: DictConfig, out: Path) -> None:
 
 
 def load_net_weights(model: Any, ckpt_path: str | os.PathLike) -> str:
-    """Load network weights (weights file, Lightning checkpoint or the authors' release) into `model.net`."""
+    """Load network weights (weights file, Lightning checkpoint or the authors' release) into `model.net`.
+
+    With `model.ema_decay` set, evaluation runs the averaged copy (`model.eval_net`), so it gets the same
+    weights: the file's weights are what is scored, whichever copy the module evaluates.
+    """
     from lgfn.weights import load_weights_into
 
-    return load_weights_into(model.net, ckpt_path, "checkpoint")
+    kind = load_weights_into(model.net, ckpt_path, "checkpoint")
+    ema = getattr(model, "ema", None)
+    if ema is not None:
+        ema.module.load_state_dict(model.net.state_dict())
+    return kind
 
 
 def adopt_release_sizes(cfg: DictConfig) -> None:
