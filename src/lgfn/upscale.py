@@ -3,6 +3,9 @@
 Frames are streamed: each output frame t is computed from the window
 ``lgfn.data.windows.frame_indices(t, N, length, padding)`` (short clips: ``lgfn.data.windows.short_clip_indices``),
 optionally tiled over space (``--tile``, exact with the default ``--overlap``; see ``lgfn.tiling``).
+Decoding (``READ_AHEAD`` frames beyond the window) and encoding (``WRITE_BEHIND`` frames) run in background
+threads while this thread runs the network (``lgfn.video``); ``--sequential`` runs all three in turn, with
+the same output bytes.
 An existing OUTPUT (video file, non-empty frame folder, ``--compare`` PNG) is replaced only with
 ``--overwrite``, and never when it is the input (``lgfn.video.check_output``).
 Exit codes: 0 ok, 2 bad usage, 1 any other error (one line on stderr; ``LGFN_DEBUG=1`` shows the traceback).
@@ -14,6 +17,7 @@ import argparse
 import os
 import sys
 import time
+from contextlib import closing
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,6 +29,8 @@ from lgfn.cli import UsageError, error_line
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILTIN_CKPT = REPO_ROOT / "checkpoints" / "lgfn_small_builtin.pt"
 PROG = "lgfn-upscale"
+READ_AHEAD = 4  # decoded frames queued beyond the window stream_windows holds
+WRITE_BEHIND = 4  # output frames queued for the writer thread
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run an exported ONNX model (onnxruntime, CPU) instead of PyTorch; FILE.json holds its meta")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing OUTPUT video, frame folder (frames only) or --compare PNG")
+    p.add_argument("--sequential", action="store_true",
+                   help="decode, run the network and encode one after another in one thread (default: decoding "
+                        "and encoding in background threads, overlapped with the network; the same output)")
     return p
 
 
@@ -264,11 +273,12 @@ def run(args: argparse.Namespace) -> None:
     out_names = info.names if info.kind == "folder" else None
     compare_img = None
     start = time.perf_counter()
-    with FrameWriter(args.output, fps=fps, names=out_names, overwrite=args.overwrite,
-                     inputs=(args.input,)) as writer:
+    ahead, behind = (0, 0) if args.sequential else (READ_AHEAD, WRITE_BEHIND)
+    with FrameWriter(args.output, fps=fps, names=out_names, overwrite=args.overwrite, inputs=(args.input,),
+                     behind=behind) as writer, closing(read_frames(info, ahead=ahead)) as source:
         bar = tqdm(total=info.num_frames, unit="frame", desc=PROG, dynamic_ncols=True, file=sys.stderr)
         try:
-            for t, window in stream_windows(read_frames(info), info.num_frames, num_frames, padding):
+            for t, window in stream_windows(source, info.num_frames, num_frames, padding):
                 frames = torch.from_numpy(np.stack(window)).to(device).permute(0, 3, 1, 2).float().div_(255)
                 with half_precision(device, args.half):
                     sr = upscale_window(net, frames, tile=tile, overlap=overlap)

@@ -6,14 +6,22 @@ logger. Writers write to a temporary name in the destination's directory and ren
 failed run leaves no partial output. One rule for existing outputs (``check_output``): a video file or a
 non-empty frame folder that exists is replaced only with ``overwrite``, and never when it is, or holds,
 the input.
+
+Overlap (``lgfn-upscale`` without ``--sequential``): ``read_frames(info, ahead=n)`` decodes up to ``n``
+frames ahead in a background thread, ``FrameWriter(..., behind=n)`` encodes and writes in one; both queues
+are bounded, an error in either thread is raised in the caller's thread as the same exception (so the same
+one-line message), and closing, aborting or an error stops and joins the threads. The bytes written are
+the same as without them: the same frames reach the same encoder in the same order.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -29,6 +37,7 @@ log = logging.getLogger("lgfn.video")
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov")
 DEFAULT_FPS = Fraction(25)
+_POLL_S = 0.1  # how often a pipeline thread blocked on a queue checks whether it should stop
 
 
 @dataclass
@@ -140,8 +149,17 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(path, "video", Fraction(fps) if fps else None, count, h, w)
 
 
-def read_frames(info: VideoInfo) -> Iterator[np.ndarray]:
-    """Stream the frames of ``info`` as H x W x 3 uint8 arrays; size changes and decode errors raise."""
+def read_frames(info: VideoInfo, ahead: int = 0) -> Iterator[np.ndarray]:
+    """Stream the frames of ``info`` as H x W x 3 uint8 arrays; size changes and decode errors raise.
+
+    ``ahead`` > 0: decoded in a background thread up to ``ahead`` frames ahead of the caller (``ReadAhead``;
+    call its ``close()`` when stopping early). The frames and errors are the same either way.
+    """
+    frames = _decode_frames(info)
+    return ReadAhead(frames, ahead) if ahead > 0 else frames
+
+
+def _decode_frames(info: VideoInfo) -> Iterator[np.ndarray]:
     notes: set = set()
     if info.kind == "folder":
         for f in list_images(info.path):
@@ -169,6 +187,83 @@ def read_frames(info: VideoInfo) -> Iterator[np.ndarray]:
             raise ValueError(f"corrupt video {info.path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     finally:
         container.close()
+
+
+class ReadAhead:
+    """Iterate ``source`` in a background thread, at most ``depth`` items ahead (a bounded queue).
+
+    The source's exception is raised by ``next`` in the caller's thread, after the items before it.
+    ``close()`` (also on exhaustion, an error, or leaving a ``with`` block) stops the thread between two
+    items, closes the source in that thread and joins it.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Iterator, depth: int) -> None:
+        if depth < 1:
+            raise ValueError(f"ReadAhead needs a depth of at least 1, got {depth}")
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(source,), name="lgfn-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _run(self, source: Iterator) -> None:
+        try:
+            for item in source:
+                if not self._put((item, None)):
+                    return
+            self._put((self._END, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread, raised there
+            self._put((self._END, e))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> ReadAhead:
+        return self
+
+    def __next__(self) -> object:
+        if self._done:
+            raise StopIteration
+        while True:
+            try:
+                item, error = self._queue.get(timeout=_POLL_S)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():  # stopped by close()
+                    self._done = True
+                    raise StopIteration from None
+        if item is not self._END:
+            return item
+        self.close()
+        if error is not None:
+            raise error
+        raise StopIteration
+
+    def close(self) -> None:
+        self._done = True
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        while not self._queue.empty():  # free the frames
+            self._queue.get_nowait()
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # --------------------------------------------------------------------------- writing
@@ -229,10 +324,17 @@ def check_output(path: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] 
 
 
 class FrameWriter:
-    """Write H x W x 3 uint8 frames to a video (libx264, yuv420p) or a PNG folder; ``commit`` publishes."""
+    """Write H x W x 3 uint8 frames to a video (libx264, yuv420p) or a PNG folder; ``commit`` publishes.
+
+    ``behind`` > 0: ``write`` queues the frame (at most ``behind`` waiting) for a background thread that
+    encodes and writes it; that thread's error is raised by the next ``write`` or by ``commit``, and
+    ``abort`` stops and joins it before removing the temporary output. The frames must not be changed
+    after ``write``.
+    """
 
     def __init__(self, path: str | os.PathLike, fps: Fraction | float | None = None, names: list[str] | None = None,
-                 crf: int = 18, overwrite: bool = False, inputs: tuple[str | os.PathLike, ...] = ()) -> None:
+                 crf: int = 18, overwrite: bool = False, inputs: tuple[str | os.PathLike, ...] = (),
+                 behind: int = 0) -> None:
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001 * 1000) if fps else DEFAULT_FPS
         self.names = names
@@ -249,6 +351,14 @@ class FrameWriter:
             self.tmp = Path(tmp)
         else:
             self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+        if behind > 0:
+            self._queue = queue.Queue(maxsize=behind)
+            self._thread = threading.Thread(target=self._drain, name="lgfn-write-behind", daemon=True)
+            self._thread.start()
 
     def _open(self, h: int, w: int) -> None:
         import av
@@ -261,7 +371,49 @@ class FrameWriter:
         self._stream = stream
 
     def write(self, frame: np.ndarray) -> None:
-        """Append one H x W x 3 uint8 frame."""
+        """Append one H x W x 3 uint8 frame (with ``behind``: queue it; raises the writer thread's error)."""
+        if self._queue is None:
+            self._write(frame)
+            return
+        self._enqueue(frame)
+
+    def _enqueue(self, item: np.ndarray | None) -> None:
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the writer thread of {self.path} has stopped")
+            try:
+                self._queue.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                pass
+
+    def _drain(self) -> None:
+        """The writer thread: write queued frames until the end marker (None), a stop or an error."""
+        while not self._stop.is_set():
+            try:
+                frame = self._queue.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if frame is None or self._stop.is_set():
+                return
+            try:
+                self._write(frame)
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread by write/commit
+                self._failure = e
+                return
+
+    def _join(self) -> None:
+        """Stop the writer thread (if any) and wait for it; frames still queued are dropped."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            while not self._queue.empty():
+                self._queue.get_nowait()
+
+    def _write(self, frame: np.ndarray) -> None:
         if self.video:
             import av
 
@@ -282,6 +434,12 @@ class FrameWriter:
 
     def commit(self) -> None:
         """Flush and move the finished output into place."""
+        if self._thread is not None:
+            self._enqueue(None)  # after every queued frame
+            self._thread.join()
+            self._thread = None
+            if self._failure is not None:
+                raise self._failure
         if self.count == 0:
             raise ValueError(f"no frames were written to {self.path}")
         if self.video:
@@ -301,6 +459,7 @@ class FrameWriter:
 
     def abort(self) -> None:
         """Remove every trace of an unfinished output."""
+        self._join()
         if self._container is not None:
             try:
                 self._container.close()
@@ -326,5 +485,5 @@ class FrameWriter:
             raise
 
 
-__all__ = ["DEFAULT_FPS", "VIDEO_EXTENSIONS", "FrameWriter", "VideoInfo", "check_output", "is_video_path", "probe",
-           "read_frames", "same_path"]
+__all__ = ["DEFAULT_FPS", "VIDEO_EXTENSIONS", "FrameWriter", "ReadAhead", "VideoInfo", "check_output",
+           "is_video_path", "probe", "read_frames", "same_path"]
