@@ -192,9 +192,16 @@ def test_only_the_named_warnings_are_silenced():
         LeafSpec()
         warnings.warn("a real problem", UserWarning, stacklevel=1)
         warnings.warn("something is deprecated", FutureWarning, stacklevel=1)
+        for key in ("val/psnr", "vid4/temporal_gain", "vid4/slow/ssim", "val/my_metric"):
+            # Lightning's advice under DDP, as its logger connector words it
+            warnings.warn(f"It is recommended to use `self.log('{key}', ..., sync_dist=True)` when logging on "
+                          "epoch level in distributed setting to accumulate the metric across devices.", stacklevel=1)
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "LeafSpec" in m]
     assert "a real problem" in messages and "something is deprecated" in messages
+    # LitLGFN's metrics are gathered before logging: the advice is dropped for them, kept for anyone else's.
+    advice = [m for m in messages if m.startswith("It is recommended")]
+    assert len(advice) == 1 and "'val/my_metric'" in advice[0]
     with warnings.catch_warnings(record=True) as caught:  # the control: without the filter, it shows
         warnings.simplefilter("always")
         LeafSpec()

@@ -83,6 +83,14 @@ def quiet_third_party() -> None:
     # Lightning 2.6 on torch >= 2.10 builds torch's deprecated LeafSpec in its own code, at every fit and test.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+    # Under DDP Lightning advises sync_dist for every epoch-level metric; LitLGFN's evaluation metrics are
+    # gathered from all ranks before they are logged (every rank logs the same value), so the advice does not apply
+    # to them. Any other key (a user's own metric) still gets it.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"It is recommended to use `self\.log\('[^']+/(psnr|ssim|psnr_bicubic|ssim_bicubic|temporal_gain|"
+                r"tof|tof_bicubic)', \.\.\., sync_dist=True\)`",
+    )
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropLightningNoise) for f in log.filters):
