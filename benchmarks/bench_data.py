@@ -128,11 +128,32 @@ def _rates(fns: dict[str, callable], n: int, rounds: int) -> dict[str, float]:
     return {k: n / statistics.median(v) for k, v in times.items()}
 
 
+def _read_cv2(path: Path) -> torch.Tensor:
+    """OpenCV's PNG decode, returned as ``lgfn.data.io.read_u8`` returns frames (3 x H x W RGB uint8).
+
+    Only timed here against the loader's decoder (torchvision's libpng); the loader does not use it.
+    """
+    import cv2
+
+    rgb = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11: libpng writes RGB, no swap
+    arr = cv2.imread(str(path), rgb) if rgb is not None else cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
 def stage_times(root: Path, repeats: int = 15) -> dict[str, float]:
-    """ms per sample of the pieces of an HR-only sample: 7 PNG decodes, degradation (whole / crop), flips."""
+    """ms per sample of the pieces of an HR-only sample: 7 PNG decodes, degradation (whole / crop), flips.
+
+    Also 7 LR decodes (a pre-made-LR sample's), and both with OpenCV instead (one OpenCV thread, as in a worker).
+    """
+    import cv2
+
     from lgfn.data.io import _read_pil, read_u8
 
+    cv2.setNumThreads(1)
     frames = [root / "sequences" / "00001" / "0001" / f for f in FRAMES]
+    lr_frames = [root / "sequences_BIx4" / "00001" / "0001" / f for f in FRAMES]
+    for p in frames + lr_frames:  # the same pixels, or the comparison means nothing
+        assert torch.equal(_read_cv2(p), read_u8(p)), p
     hr = torch.stack([read_u8(p) for p in frames]).float().div(255)
     region = hr[..., 40 : 40 + 208, 100 : 100 + 208].contiguous()
     lr = torch.rand(7, 3, 48, 48)
@@ -145,6 +166,9 @@ def stage_times(root: Path, repeats: int = 15) -> dict[str, float]:
     fns = {
         "decode 7 HR PNGs (torchvision)": lambda: [read_u8(p) for p in frames],
         "decode 7 HR PNGs (PIL)": lambda: [_read_pil(p) for p in frames],
+        "decode 7 HR PNGs (OpenCV)": lambda: [_read_cv2(p) for p in frames],
+        "decode 7 LR PNGs (torchvision)": lambda: [read_u8(p) for p in lr_frames],
+        "decode 7 LR PNGs (OpenCV)": lambda: [_read_cv2(p) for p in lr_frames],
         "BI, 7 whole frames": lambda: quantize_8bit(degrade(hr, "bi", 4)),
         "BI, 7 crops + margin": lambda: quantize_8bit(degrade(region, "bi", 4)),
         "BD, 7 crops + margin": lambda: quantize_8bit(degrade(region, "bd", 4)),

@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark module's `run()` and rewrite BENCHMARKS.md (tables, machine, command).
 
-`python benchmarks/run.py [--only dcn,model,data,tiling,onnx] [--repeats N] [--full] [--update]`; --full adds the
+`python benchmarks/run.py [--only dcn,model,data,tiling,onnx,upscale] [--repeats N] [--full] [--update]`; --full adds the
 paper-size model at 270p and more repeats (tens of minutes on 2 cores). Sections not run keep no stale numbers,
 unless --update: then the sections of the existing BENCHMARKS.md that were not run stay as they were (the
 header names the run they came from) and only the ones run are replaced.
@@ -55,7 +55,7 @@ def _merge(old: str, notes: str, header: str, sections: list[str]) -> tuple[str,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="dcn,model,data,tiling,onnx", help="comma-separated benchmark names")
+    parser.add_argument("--only", default="dcn,model,data,tiling,onnx,upscale", help="comma-separated benchmark names")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
     parser.add_argument("--full", action="store_true", help="also the slow paper-size runs")
     parser.add_argument("--out", default=str(common.ROOT / "BENCHMARKS.md"))
@@ -63,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="replace only the sections run now; keep the others of the existing file")
     args = parser.parse_args(argv)
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
-    unknown = set(wanted) - {"dcn", "model", "data", "tiling", "onnx"}
+    known = ("dcn", "model", "data", "tiling", "onnx", "upscale")
+    unknown = set(wanted) - set(known)
     if unknown:
-        parser.error(f"--only: unknown benchmark(s) {sorted(unknown)}; choose from dcn, model, data, tiling, onnx")
+        parser.error(f"--only: unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(known)}")
 
     import torch
 
@@ -111,6 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_tiling.run()
         sections.append(_section("Bounded vs exact tiling (lgfn-upscale --tile)", "python benchmarks/bench_tiling.py",
                                  bench_tiling.__doc__.strip() + "\n\n" + common.markdown(rows)))
+        print(common.markdown(rows), flush=True)
+    if "upscale" in wanted:
+        import bench_upscale
+
+        rows = bench_upscale.run(args.repeats)
+        sections.append(_section("lgfn-upscale: decoding and encoding overlapped with the network",
+                                 "python benchmarks/bench_upscale.py",
+                                 bench_upscale.__doc__.strip() + "\n\n" + common.markdown(rows)))
         print(common.markdown(rows), flush=True)
     if "onnx" in wanted and (HERE / "bench_onnx.py").exists():
         try:
