@@ -155,7 +155,7 @@ def main() -> None:
         if args.single:
             return lr[:, N // 2 : N // 2 + 1].expand_as(lr).contiguous()
         if args.oracle == "align":
-            return torch.stack([align_to_centre(x, s) for x, s in zip(lr, shifts)])
+            return torch.stack([align_to_centre(x, s) for x, s in zip(lr, shifts, strict=True)])
         return lr
 
     net = EarlyFusion(motion_channels=args.oracle == "motion")
