@@ -8,32 +8,34 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lgfn import runner
+from lgfn.app import checkpoint_args, config, task
+from lgfn.common.errors import ConfigError
+from lgfn.results import publish, table
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    runner.validate_config(cfg)
-    runner.adopt_release_sizes(cfg)  # the authors' release as ckpt_path: the paper-size LGFN
+    config.validate_config(cfg)
+    ckpt = checkpoint_args.adopt_checkpoint_sizes(cfg)  # model.net takes the sizes the file was saved with
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
-    if cfg.ckpt_path:
-        runner.load_net_weights(model, cfg.ckpt_path)
+    if ckpt is not None:
+        checkpoint_args.load_net_weights(model, ckpt)
     elif any(True for _ in model.net.parameters()):
-        raise runner.ConfigError("eval.py needs ckpt_path=PATH for a trained model (or model=bicubic for the baseline)")
-    trainer = instantiate(cfg.trainer, logger=runner.instantiate_list(cfg.get("logger")) or False)
-    out = runner.output_dir()
+        raise ConfigError("eval.py needs ckpt_path=PATH for a trained model (or model=bicubic for the baseline)")
+    trainer = instantiate(cfg.trainer, logger=task.instantiate_list(cfg.get("logger")) or False)
+    out = task.output_dir()
     if trainer.is_global_zero:
-        runner.save_resolved_config(cfg, out)
+        task.save_resolved_config(cfg, out)
     trainer.test(model, datamodule=datamodule)
-    runner.report_results(model.test_results, trainer, out, runner.model_label(model, cfg), show=cfg.print_table,
-                          samples=model.test_samples)
+    publish.report_results(model.test_results, trainer, out, table.model_label(model, cfg), show=cfg.print_table,
+                           samples=model.test_samples)
     return model.test_results
 
 
-@runner.hydra_main(config_name="eval")
+@task.hydra_main(config_name="eval")
 def main(cfg: DictConfig) -> None:
-    runner.run_task(evaluate, cfg)
+    task.run_task(evaluate, cfg)
 
 
 if __name__ == "__main__":

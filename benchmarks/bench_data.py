@@ -26,7 +26,7 @@ import torch
 
 from lgfn.data.datasets import VSRTrainDataset, _window, load_window
 from lgfn.data.layouts import discover_vimeo90k
-from lgfn.degradation import degrade, quantize_8bit
+from lgfn.protocol.degradation import degrade, quantize_8bit
 
 GPU_DEMAND, NODE_GPUS = 175, 8
 PATCH = 192
@@ -50,7 +50,7 @@ def make_vimeo(root: Path, clips: int = 8, lmdb: bool = True) -> Path:
     from PIL import Image
 
     from lgfn.data import lmdb_store
-    from lgfn.prepare import prepare
+    from lgfn.data.prepare import prepare
 
     root.mkdir(parents=True, exist_ok=True)
     photos = _photos()

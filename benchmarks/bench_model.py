@@ -16,7 +16,7 @@ import torch
 from lgfn.metrics import psnr_y
 from lgfn.models import LGFN, LGFN_SMALL, DCNv2Pack
 from lgfn.models.complexity import gflops_per_frame
-from lgfn.models.perf import cpu_autocast, prepare_for_inference, to_channels_last
+from lgfn.models.inference_speed import cpu_autocast, prepare_for_inference, to_channels_last
 
 CONFIGS = {"lgfn": {}, "lgfn_small": LGFN_SMALL}
 VID4_LR = (144, 180)  # 576 x 720 HR
@@ -70,8 +70,8 @@ def infer(name: str, height: int, width: int, repeats: int = 3, variants: tuple[
 
 
 def infer_tiled(name: str, height: int, width: int, tile: int, overlap: int) -> dict:
-    """One tiled upscale (lgfn.tiling.upscale_window) of a 270p window; frames/s and achieved GFLOP/s."""
-    from lgfn.tiling import upscale_window
+    """One tiled upscale (lgfn.inference.tiling.upscale_window) of a 270p window; frames/s and achieved GFLOP/s."""
+    from lgfn.inference.tiling import upscale_window
 
     torch.set_num_threads(common.threads())
     net = prepare_for_inference(_model(name), channels_last=True)

@@ -1,7 +1,7 @@
 """Inference speed on the CPU: the exported ONNX model in ONNX Runtime vs PyTorch eager (inference_mode).
 
 Model: `lgfn_small` (random weights, DCN offsets made non-zero), exported once with dynamic batch/height/width
-via `lgfn.export.export_onnx`; both runtimes see the same 1 x N x 3 x h x w input at LR 64x64 and 144x180.
+via `lgfn.inference.export.export_onnx`; both runtimes see the same 1 x N x 3 x h x w input at LR 64x64 and 144x180.
 Frames/s counts restored (centre) frames: one per forward at batch 1. Medians of `repeats` interleaved runs.
 Run `python benchmarks/bench_onnx.py`, or call `run(repeats)` for the rows.
 """
@@ -17,7 +17,7 @@ import common
 import numpy as np
 import torch
 
-from lgfn.export import OnnxUpscaler, export_onnx
+from lgfn.inference.export import OnnxUpscaler, export_onnx
 from lgfn.models import LGFN, LGFN_SMALL, DCNv2Pack
 from lgfn.ops import dcn_backend
 

@@ -1,8 +1,8 @@
-"""Bounded-overlap tiling vs exact: PSNR cost and compute, for `lgfn-upscale --tile` (lgfn.tiling).
+"""Bounded-overlap tiling vs exact: PSNR cost and compute, for `lgfn-upscale --tile` (lgfn.inference.tiling).
 
 Exact tiling gives each tile the network's whole receptive radius of context (448 LR px for the paper's
 `lgfn`, 108 for `lgfn_small`) and the frame's channel-attention means; bounded tiling caps the context
-(`lgfn.tiling.BOUNDED_OVERLAP`) and keeps the global means. Measured with the trained
+(`lgfn.inference.tiling.BOUNDED_OVERLAP`) and keeps the global means. Measured with the trained
 `checkpoints/lgfn_small_builtin.pt` on a 7-frame clip rendered like the built-in test clips (test photos,
 moving layers), BI-degraded to LR 80 x 112, tiles of 32 LR px (12 tiles, so many seams): PSNR (Y) of the
 tiled SR against the untiled SR (both rounded to 8 bits), the change of PSNR against the HR frame and
@@ -19,9 +19,9 @@ import common
 import numpy as np
 import torch
 
-from lgfn.degradation import degrade, quantize_8bit
+from lgfn.inference.tiling import BOUNDED_OVERLAP, default_overlap, tile_work, upscale_window
 from lgfn.metrics import psnr_y
-from lgfn.tiling import BOUNDED_OVERLAP, default_overlap, tile_work, upscale_window
+from lgfn.protocol.degradation import degrade, quantize_8bit
 
 CKPT = common.ROOT / "checkpoints" / "lgfn_small_builtin.pt"
 
@@ -37,7 +37,7 @@ def _clip(height: int = 320, width: int = 448, frames: int = 7) -> torch.Tensor:
 
 
 def run(tile: int = 32, overlaps: tuple[int, ...] = (16, 32, 48), local_pooling: tuple[int, ...] = (48,)) -> list[dict]:
-    from lgfn.weights import load_network
+    from lgfn.checkpoints.reader import load_network
 
     torch.set_num_threads(1)  # the figures are PSNRs and pixel counts, not times: leave the other core alone
     net, _ = load_network(CKPT, map_location="cpu")

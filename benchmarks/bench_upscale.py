@@ -4,7 +4,7 @@ Input: a folder of 30 synthetic 320x180 PNG frames (crops of test photographs sh
 compress like real frames); output 1280x720 PNG frames, or an H.264 mp4. Network: `LGFN` at a tiny size
 with random weights (3 frames, 8 features, one block of each kind), so that the network's share of a frame
 is comparable to the decode and encode shares, where overlapping them matters. Each run is a whole
-`lgfn.upscale.main` call (model load included); the two modes are timed interleaved in one process (median
+`lgfn.inference.upscale.main` call (model load included); the two modes are timed interleaved in one process (median
 of `repeats`). The `stages alone` row times decoding one input PNG, the network on one window and encoding
 one output PNG, each on its own: their sum over their maximum is the most overlapping could give. The
 network runs on `threads` intra-op threads (default: every core); the reader and writer threads compete
@@ -25,8 +25,8 @@ import common
 import numpy as np
 import torch
 
+from lgfn.checkpoints.weights_file import save_weights
 from lgfn.models import LGFN
-from lgfn.weights import save_weights
 
 FRAMES, HEIGHT, WIDTH = 30, 180, 320
 TINY = dict(num_frames=3, num_feat=8, num_extract_blocks=1, num_align_stages=1, deformable_groups=2,
@@ -54,7 +54,7 @@ def _weights(path: Path, cfg: dict) -> Path:
 
 
 def _upscale(src: Path, out: Path, ckpt: Path, *flags: str) -> None:
-    from lgfn.upscale import main
+    from lgfn.inference.upscale import main
 
     shutil.rmtree(out, ignore_errors=True)
     if out.is_file():
@@ -69,8 +69,8 @@ def stage_ms(src: Path, ckpt: Path, repeats: int) -> dict[str, float]:
     """ms per frame of decoding one input PNG, the network on one window, encoding one output PNG."""
     from PIL import Image
 
-    from lgfn.video import _read_image
-    from lgfn.weights import load_network
+    from lgfn.checkpoints.reader import load_network
+    from lgfn.inference.video import _read_image
 
     net, _ = load_network(ckpt, map_location="cpu")
     files = sorted(src.iterdir())

@@ -107,7 +107,7 @@ def train_rates(device, tiny: bool, repeats: int) -> list[dict]:
 
 def inference_rates(device, tiny: bool, repeats: int) -> list[dict]:
     from lgfn.metrics import psnr_y
-    from lgfn.models.perf import half_precision
+    from lgfn.models.inference_speed import half_precision
 
     h, w = (24, 32) if tiny else (144, 180)  # Vid4: 576 x 720 HR
     net = _net(tiny, device).eval()

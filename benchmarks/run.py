@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             "limit; `*_of_matmul` columns are achieved GFLOP/s (FlopCounter FLOPs, DCN counted as a conv) "
             "as a fraction of it.\n\n### Inference (batch 1, torch.inference_mode)\n\n"
             + common.markdown(res["inference"])
-            + "\n\n### Tiled 270p -> 1080p (lgfn.tiling.upscale_window, approximate pooling)\n\n"
+            + "\n\n### Tiled 270p -> 1080p (lgfn.inference.tiling.upscale_window, approximate pooling)\n\n"
             + common.markdown(res["tiled"])
             + "\n\n### Training (forward + L1 + backward + Adam)\n\n"
             + common.markdown(res["training"])

@@ -40,8 +40,8 @@ from torch import nn
 from lgfn.data import builtin
 from lgfn.data.datasets import VSRTestDataset, VSRTrainDataset
 from lgfn.data.layouts import discover_folder
-from lgfn.degradation import degrade, quantize_8bit
 from lgfn.metrics import psnr_y
+from lgfn.protocol.degradation import degrade, quantize_8bit
 
 N = 7
 TRAIN = ("motorcycle", "grace_hopper", "china", "flower", "camera")

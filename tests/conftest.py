@@ -163,3 +163,11 @@ def _isolate_logging_and_wandb():
             stream = getattr(handler, "stream", None)
             if stream is not None and getattr(stream, "closed", False):
                 logger.removeHandler(handler)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/e2e/ runs the real entry points in subprocesses: slow as a whole."""
+    e2e = Path(__file__).resolve().parent / "e2e"
+    for item in items:
+        if e2e in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.slow)

@@ -4,7 +4,7 @@ from lgfn.data.datamodule import VSRDataModule
 from lgfn.data.datasets import VSRTestDataset, VSRTrainDataset
 from lgfn.data.io import read_image
 from lgfn.data.layouts import Clip, ClipSet, discover_folder, discover_paired, discover_vimeo90k
-from lgfn.data.windows import PADDINGS, frame_indices
+from lgfn.protocol.windows import PADDINGS, frame_indices
 
 __all__ = [
     "PADDINGS",

@@ -20,9 +20,9 @@ from lgfn.data.layouts import (
     discover_vimeo90k,
     validate_clips,
 )
-from lgfn.data.windows import canonical_padding, check_num_frames
-from lgfn.degradation import DEGRADATIONS
 from lgfn.metrics import AVERAGE_MODES
+from lgfn.protocol.degradation import DEGRADATIONS
+from lgfn.protocol.windows import canonical_padding, check_num_frames
 
 log = logging.getLogger(__name__)
 # The train loader resumes through VSRDataModule.state_dict (the sampler's position), which Lightning's

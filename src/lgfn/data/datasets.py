@@ -11,8 +11,8 @@ from torch.utils.data import Dataset, DistributedSampler
 from lgfn.data.io import read_image, read_u8
 from lgfn.data.layouts import Clip
 from lgfn.data.table import ClipTable, as_table
-from lgfn.data.windows import canonical_padding, centre_only_indices, check_num_frames, frame_indices
-from lgfn.degradation import DEGRADATIONS, crop_margin, crop_to_multiple, degrade, quantize_8bit
+from lgfn.protocol.degradation import DEGRADATIONS, crop_margin, crop_to_multiple, degrade, quantize_8bit
+from lgfn.protocol.windows import canonical_padding, centre_only_indices, check_num_frames, frame_indices
 
 
 def _check_common(clips: ClipTable, num_frames: int, padding: str, degradation: str, scale: int) -> str:
@@ -70,7 +70,7 @@ def load_patch(
 
     ``choose(h, w) -> (top, left)`` picks the LR crop once the frame size is known. Pre-made LR frames
     are read and cropped; otherwise only the HR crop plus ``crop_margin`` LR pixels per side is
-    degraded (``lgfn.degradation.degrade_crop``: the whole frame's LR values on the crop). Frames stay
+    degraded (``lgfn.protocol.degradation.degrade_crop``: the whole frame's LR values on the crop). Frames stay
     8-bit until cropped. Same values as ``load_window`` followed by the crop.
     """
     centre = idxs[len(idxs) // 2]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lgfn.common.atomic import atomic_path
 from lgfn.data.layouts import ClipSet
 from lgfn.data.table import ClipTable
 
@@ -80,11 +81,8 @@ def save(path: Path, cs: ClipSet, key: dict, stamp: str) -> None:
     table = ClipTable.from_clips(cs.clips)
     meta = {"version": VERSION, "key": key, "fingerprint": stamp, "hr_root": table.hr_root,
             "lr_root": table.lr_root, "lr_dir": None if cs.lr_dir is None else str(cs.lr_dir), "groups": cs.groups}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # readers see the old file or the whole new one
         np.savez(f, meta=np.array(json.dumps(meta)), **table.arrays())
-    os.replace(tmp, path)  # readers see the old file or the whole new one
 
 
 def load(path: Path, key: dict, stamp: str) -> ClipSet | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lgfn.degradation import imresize
+from lgfn.protocol.degradation import imresize
 
 
 class Bicubic(nn.Module):

@@ -1,0 +1,255 @@
+"""lgfn-upscale as a new user runs it: outputs that would destroy inputs, existing outputs, usage errors, tiling
+that does not pay, and static ONNX exports on larger frames."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_upscale import read_video, smooth_frames, tiny_net, write_folder, write_video
+
+import lgfn.inference.tiling
+from lgfn.checkpoints.weights_file import save_weights
+from lgfn.inference import upscale
+from lgfn.inference.tiling import default_overlap, tiling_pays
+from lgfn.inference.upscale import main
+
+
+@pytest.fixture
+def weights(tmp_path):
+    path = tmp_path / "tiny.pt"
+    save_weights(tiny_net(), path, meta={"padding": "reflection_circle"})
+    return path
+
+
+def digest(path: Path) -> str:
+    """Content hash of a file, or of every file of a folder (names and bytes)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def error_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("lgfn-upscale: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- OUTPUT is INPUT
+def test_output_that_is_the_input_video_is_refused_under_every_spelling(tmp_path, weights, capsys):
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, smooth_frames(3, 16, 16))
+    before = digest(clip)
+    (tmp_path / "link.mp4").symlink_to(clip)
+    (tmp_path / "sub").mkdir()
+    os.link(clip, tmp_path / "hard.mp4")
+    spellings = [clip, tmp_path / "link.mp4", tmp_path / "sub" / ".." / "clip.mp4", tmp_path / "hard.mp4"]
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        spellings.append(Path("clip.mp4"))  # relative, against an absolute INPUT
+        for out in spellings:
+            for extra in ([], ["--overwrite"]):
+                assert main([str(clip), str(out), "--ckpt", str(weights), *extra]) == 2
+                assert "is the input" in error_line(capsys.readouterr().err)
+    finally:
+        os.chdir(cwd)
+    assert digest(clip) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "hard.mp4", "link.mp4", "sub", "tiny.pt"]
+
+
+def test_output_folder_that_is_or_holds_the_input_is_refused(tmp_path, weights, capsys):
+    frames = tmp_path / "frames"
+    write_folder(frames, smooth_frames(3, 12, 12))
+    before = digest(frames)
+    for extra in ([], ["--overwrite"]):
+        assert main([str(frames), str(frames), "--ckpt", str(weights), *extra]) == 2
+        assert "is the input" in error_line(capsys.readouterr().err)
+        assert main([str(frames), str(tmp_path / "frames" / "."), "--ckpt", str(weights), *extra]) == 2
+        capsys.readouterr()
+    assert digest(frames) == before
+    # --overwrite would replace a folder that holds the input video: refused too.
+    box = tmp_path / "box"
+    box.mkdir()
+    write_video(box / "in.mp4", smooth_frames(3, 16, 16))
+    kept = digest(box)
+    assert main([str(box / "in.mp4"), str(box), "--ckpt", str(weights), "--overwrite"]) == 2
+    assert "holds the input" in error_line(capsys.readouterr().err)
+    assert digest(box) == kept
+
+
+# --------------------------------------------------------------------------- one rule for existing outputs
+def test_existing_output_video_needs_overwrite(tmp_path, weights, capsys):
+    write_folder(tmp_path / "in", smooth_frames(3, 12, 16))
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"an older video")
+    assert main([str(tmp_path / "in"), str(out), "--ckpt", str(weights)]) == 2
+    assert "exists: pass --overwrite" in error_line(capsys.readouterr().err)
+    assert out.read_bytes() == b"an older video"
+    assert main([str(tmp_path / "in"), str(out), "--ckpt", str(weights), "--overwrite"]) == 0
+    frames, _ = read_video(out)
+    assert len(frames) == 3 and frames[0].shape == (48, 64, 3)
+
+
+def test_existing_frame_folder_needs_overwrite_and_is_replaced_whole(tmp_path, weights, capsys):
+    write_folder(tmp_path / "in", smooth_frames(3, 12, 16))
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("f0.png", "f9.png"):  # an earlier, longer run's frames
+        Image.new("RGB", (4, 4)).save(out / name)
+    before = digest(out)
+    assert main([str(tmp_path / "in"), str(out), "--ckpt", str(weights)]) == 2
+    assert "exists and is not empty: pass --overwrite" in error_line(capsys.readouterr().err)
+    assert digest(out) == before
+    assert main([str(tmp_path / "in"), str(out), "--ckpt", str(weights), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["f0.png", "f1.png", "f2.png"]  # f9 gone: not a mix of runs
+    assert Image.open(out / "f0.png").size == (64, 48)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "tiny.pt"]  # no temp folders left
+
+
+def test_overwrite_never_replaces_a_folder_holding_more_than_frames(tmp_path, weights, capsys):
+    write_folder(tmp_path / "in", smooth_frames(3, 12, 16))
+    out = tmp_path / "work"
+    (out / "src").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    before = digest(out)
+    assert main([str(tmp_path / "in"), str(out), "--ckpt", str(weights), "--overwrite"]) == 2
+    assert "not replacing it, even with --overwrite" in error_line(capsys.readouterr().err)
+    assert digest(out) == before
+
+
+def test_existing_compare_png_needs_overwrite(tmp_path, weights, capsys):
+    write_folder(tmp_path / "in", smooth_frames(3, 12, 16))
+    cmp = tmp_path / "cmp.png"
+    cmp.write_bytes(b"old")
+    args = [str(tmp_path / "in"), str(tmp_path / "o"), "--ckpt", str(weights), "--compare", "1", "--compare-out", str(cmp)]
+    assert main(args) == 2
+    assert "--compare-out" in error_line(capsys.readouterr().err)
+    assert cmp.read_bytes() == b"old" and not (tmp_path / "o").exists()
+    assert main([*args, "--overwrite"]) == 0
+    assert Image.open(cmp).size == (128, 48)
+    # Never into the input's own folder, where it could replace a frame.
+    frame = tmp_path / "in" / "f0.png"
+    before = digest(frame)
+    assert main([*args[:-1], str(frame), "--overwrite"]) == 2
+    assert "into the input" in error_line(capsys.readouterr().err)
+    assert digest(frame) == before
+
+
+# --------------------------------------------------------------------------- usage errors: exit 2, the flag named
+@pytest.mark.parametrize(
+    "extra,output,match",
+    [
+        (["--padding", "zeros"], "out", r"--padding zeros: expected one of replicate, reflection, reflection_circle"),
+        ([], "out.gif", r"OUTPUT .*out\.gif: unsupported extension '\.gif'"),
+        (["--onnx", "model.onnx"], "out", r"--ckpt and --onnx exclude each other"),
+    ],
+)
+def test_usage_errors_exit_2_and_name_the_flag(tmp_path, weights, capsys, extra, output, match):
+    write_folder(tmp_path / "in", smooth_frames(2, 8, 8))
+    code = main([str(tmp_path / "in"), str(tmp_path / output), "--ckpt", str(weights), *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("usage: lgfn-upscale")
+    assert re.search(match, error_line(err)), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "tiny.pt"]
+
+
+# --------------------------------------------------------------------------- tiling that does not pay
+def test_tiling_pays_only_when_tiles_are_smaller_than_the_frame():
+    assert not tiling_pays(64, 96, tile=16, overlap=108)  # the issue's case: every tile is the whole frame
+    assert not tiling_pays(64, 96, tile=32, overlap=40)
+    assert tiling_pays(300, 300, tile=64, overlap=36)
+    # Edge tiles are clamped: 100 px with tile 60, overlap 10 has inputs of 70 and 50 px, both < 100.
+    assert tiling_pays(100, 100, tile=60, overlap=10)
+    assert not tiling_pays(100, 100, tile=60, overlap=40)
+
+
+def test_small_tile_runs_untiled_with_one_note(tmp_path, weights, capsys, monkeypatch):
+    frames = smooth_frames(3, 24, 32)
+    write_folder(tmp_path / "in", frames)
+    assert main([str(tmp_path / "in"), str(tmp_path / "plain"), "--ckpt", str(weights)]) == 0
+    capsys.readouterr()
+    tiles = []
+    real = lgfn.inference.tiling.upscale_window
+
+    def spy(net, window, tile=None, overlap=None, **kw):
+        tiles.append((tile, overlap))
+        return real(net, window, tile=tile, overlap=overlap, **kw)
+
+    monkeypatch.setattr(lgfn.inference.tiling, "upscale_window", spy)
+    assert main([str(tmp_path / "in"), str(tmp_path / "tiled"), "--ckpt", str(weights), "--tile", "16"]) == 0
+    err = capsys.readouterr().err
+    notes = [ln for ln in err.splitlines() if "tiling does not pay" in ln]
+    assert len(notes) == 1 and "--tile 16" in notes[0] and "36 px overlap" in notes[0] and "32x24" in notes[0]
+    assert tiles == [(None, default_overlap(tiny_net()))] * 3  # the network ran on whole frames
+    for i in range(3):
+        assert digest(tmp_path / "tiled" / f"f{i}.png") == digest(tmp_path / "plain" / f"f{i}.png")
+
+
+def test_tile_below_the_overlap_on_a_large_frame_is_kept_with_a_note(capsys):
+    net = tiny_net()
+    info = SimpleNamespace(height=300, width=300)
+    assert upscale.plan_tiles(net, info, 16, None) == (16, 36)
+    err = capsys.readouterr().err
+    assert "smaller than the 36 px overlap" in err and err.count("\n") == 1
+    assert upscale.plan_tiles(net, info, 64, None) == (64, 36)
+    assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- ONNX
+class _FakeOnnx:
+    """What plan_tiles reads from an OnnxNet: a static or dynamic export of the tiny net."""
+
+    def __init__(self, fixed_hw):
+        self.fixed_hw = fixed_hw
+        self.path = Path("tiny.onnx")
+        self.runner = object()
+        self.net_class = "LGFN"
+        self.config = dict(tiny_net().config)
+
+
+def test_onnx_static_export_on_larger_frames_is_refused_with_the_reason():
+    with pytest.raises(upscale.UsageError) as e:
+        upscale.plan_tiles(_FakeOnnx((16, 16)), SimpleNamespace(height=24, width=20), None, None)
+    msg = str(e.value)
+    assert "exported for 16x16 LR frames only and the input is 20x24" in msg
+    assert "36 px of context" in msg and "--dynamic" in msg and "\n" not in msg
+
+
+def test_onnx_overlap_comes_from_the_exported_network(capsys):
+    # The sidecar's net config gives the receptive radius: the same overlap as the PyTorch network, not 16.
+    tile, overlap = upscale.plan_tiles(_FakeOnnx(None), SimpleNamespace(height=300, width=300), 64, None)
+    assert (tile, overlap) == (64, default_overlap(tiny_net())) and overlap == 36
+    assert "approximate" in capsys.readouterr().err
+    # A static export that holds the frame ignores --tile (every call runs at the fixed size anyway).
+    assert upscale.plan_tiles(_FakeOnnx((32, 32)), SimpleNamespace(height=24, width=20), 8, None) == (None, 36)
+    assert "--tile 8 ignored" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_static_onnx_export_on_larger_frames_exits_2_without_output(tmp_path, weights, capsys):
+    from lgfn.inference.export import export_onnx
+
+    onnx_path = export_onnx(tiny_net(), tmp_path / "static.onnx", num_frames=3, dynamic=False, height=16, width=16)
+    write_folder(tmp_path / "in", smooth_frames(3, 24, 20))
+    assert main([str(tmp_path / "in"), str(tmp_path / "out"), "--onnx", str(onnx_path)]) == 2
+    assert "exported for 16x16 LR frames only and the input is 20x24" in error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+    # Frames that fit the export still run.
+    write_folder(tmp_path / "small", smooth_frames(3, 16, 16))
+    assert main([str(tmp_path / "small"), str(tmp_path / "out2"), "--onnx", str(onnx_path)]) == 0
+    assert main([str(tmp_path / "small"), str(tmp_path / "ref"), "--ckpt", str(weights)]) == 0
+    for i in range(3):
+        got = np.asarray(Image.open(tmp_path / "out2" / f"f{i}.png"), dtype=np.int16)
+        ref = np.asarray(Image.open(tmp_path / "ref" / f"f{i}.png"), dtype=np.int16)
+        assert got.shape == (64, 64, 3) and np.abs(got - ref).max() <= 1
