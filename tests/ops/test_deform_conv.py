@@ -304,7 +304,7 @@ def test_baseline_instruction_set_kernels_match_torchvision():
     """The non-AVX2 build of the kernels (what CPUs without AVX2 run), forced by LGFN_DCN_NO_AVX2."""
     script = (
         "import torch, torchvision\n"
-        "from tests.test_deform_conv import CASES, _make, _value_and_grads\n"
+        "from tests.ops.test_deform_conv import CASES, _make, _value_and_grads\n"
         "from lgfn.ops import cpu_kernels, deform_conv2d\n"
         "assert cpu_kernels.available()\n"
         "for dtype, tol in ((torch.float64, 1e-8), (torch.float32, 1e-4)):\n"

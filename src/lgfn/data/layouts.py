@@ -227,7 +227,7 @@ def discover_vimeo90k(
 # --------------------------------------------------------------------------- Vid4 / SPMCS / folder
 
 
-def _clip_dirs(parent: Path) -> list[Path]:
+def clip_dirs(parent: Path) -> list[Path]:
     dirs = [p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted(dirs, key=lambda p: natural_key(p.name))
 
@@ -244,7 +244,7 @@ def _select(clips: dict[str, Path], clip_list: str | None, where: Path) -> list[
     return names
 
 
-def _frames(folder: Path) -> list[Path]:
+def frame_files(folder: Path) -> list[Path]:
     frames = list_images(folder)
     if not frames:
         raise FileNotFoundError(f"clip folder {folder} holds no images (.png/.jpg/...)")
@@ -258,10 +258,10 @@ def discover_paired(
     root = _require_root(root, PAIRED_LAYOUT)
     hr_root = next((root / d for d in ("GT", "HR") if (root / d).is_dir()), None)
     if hr_root is not None:
-        hr_dirs = {p.name: p for p in _clip_dirs(hr_root)}
+        hr_dirs = {p.name: p for p in clip_dirs(hr_root)}
         where = hr_root
     else:  # SPMCS as released: <root>/<clip>/truth/
-        hr_dirs = {p.name: p / "truth" for p in _clip_dirs(root) if (p / "truth").is_dir()}
+        hr_dirs = {p.name: p / "truth" for p in clip_dirs(root) if (p / "truth").is_dir()}
         where = root
     if not hr_dirs:
         raise FileNotFoundError(f"no clips found under {root}; expected {PAIRED_LAYOUT}")
@@ -269,13 +269,13 @@ def discover_paired(
 
     clips = []
     for name in _select(hr_dirs, clip_list, where):
-        hr = _frames(hr_dirs[name])
+        hr = frame_files(hr_dirs[name])
         lr = None
         if lr_root is not None:
             lr_dir = lr_root / name
             if not lr_dir.is_dir():
                 raise FileNotFoundError(f"clip {name!r}: pre-made LR folder {lr_dir} is missing")
-            lr = _frames(lr_dir)
+            lr = frame_files(lr_dir)
             if len(lr) != len(hr):
                 raise ValueError(
                     f"clip {name!r}: {len(lr)} LR frames in {lr_dir} but {len(hr)} HR frames in {hr_dirs[name]}"
@@ -287,13 +287,13 @@ def discover_paired(
 def discover_folder(root: str | Path, clip_list: str | None = None) -> ClipSet:
     """Any ``<root>/<clip>/<frames>``; LR is always made on the fly."""
     root = _require_root(root, FOLDER_LAYOUT)
-    dirs = {p.name: p for p in _clip_dirs(root) if list_images(p)}
+    dirs = {p.name: p for p in clip_dirs(root) if list_images(p)}
     if not dirs:
         if list_images(root):
             dirs = {root.name: root}
         else:
             raise FileNotFoundError(f"no clips with images found under {root}; expected {FOLDER_LAYOUT}")
-    return ClipSet(clips=[Clip(name=n, hr=_frames(dirs[n])) for n in _select(dirs, clip_list, root)])
+    return ClipSet(clips=[Clip(name=n, hr=frame_files(dirs[n])) for n in _select(dirs, clip_list, root)])
 
 
 # --------------------------------------------------------------------------- checks

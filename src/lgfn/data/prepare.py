@@ -26,6 +26,10 @@ from pathlib import Path
 
 from lgfn.common.atomic import atomic_path
 from lgfn.common.console import UsageError, console_main
+from lgfn.data.cpus import usable_cpus
+from lgfn.data.io import read_image
+from lgfn.data.layouts import VIMEO_FRAMES, clip_dirs, frame_files, read_clip_list, vimeo_group_lists
+from lgfn.protocol.degradation import degrade, quantize_8bit
 
 PROG = "lgfn-prepare"
 DATASETS = ("vimeo90k", "vid4", "spmcs")
@@ -44,8 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan(dataset: str, root: Path, degradation: str, scale: int) -> tuple[Path, list[tuple[Path, Path]]]:
     """The LR folder to write and the (HR frame, LR frame) pairs, relative layout kept."""
-    from lgfn.data.layouts import VIMEO_FRAMES, _clip_dirs, _frames, read_clip_list, vimeo_group_lists
-
     tag = f"{degradation.upper()}x{scale}"
     if dataset == "vimeo90k":
         hr_root = next((root / d for d in ("sequences", "GT") if (root / d).is_dir()), None)
@@ -66,13 +68,13 @@ def plan(dataset: str, root: Path, degradation: str, scale: int) -> tuple[Path, 
         return lr_root, pairs
     hr_root = next((root / d for d in ("GT", "HR") if (root / d).is_dir()), None)
     if hr_root is not None:
-        clips = {p.name: p for p in _clip_dirs(hr_root)}
+        clips = {p.name: p for p in clip_dirs(hr_root)}
     else:
-        clips = {p.name: p / "truth" for p in _clip_dirs(root) if (p / "truth").is_dir()}
+        clips = {p.name: p / "truth" for p in clip_dirs(root) if (p / "truth").is_dir()}
     if not clips:
         raise FileNotFoundError(f"no clips under {root} (GT/<clip>, HR/<clip> or <clip>/truth)")
     lr_root = root / tag
-    pairs = [(f, lr_root / name / f"{f.stem}.png") for name, d in clips.items() for f in _frames(d)]
+    pairs = [(f, lr_root / name / f"{f.stem}.png") for name, d in clips.items() for f in frame_files(d)]
     return lr_root, pairs
 
 
@@ -81,9 +83,6 @@ def _one(job: tuple[str, str, str, int]) -> int:
     import numpy as np
     import torch
     from PIL import Image
-
-    from lgfn.data.io import read_image
-    from lgfn.protocol.degradation import degrade, quantize_8bit
 
     src, dst, kind, scale = job
     dst_path = Path(dst)
@@ -101,8 +100,6 @@ def prepare(dataset: str, root: str | os.PathLike, degradation: str = "bi", scal
             workers: int | None = None, overwrite: bool = False, log=print) -> list[Path]:
     """Write the LR folder(s); returns them. See the module docstring."""
     from concurrent.futures import ProcessPoolExecutor
-
-    from lgfn.data.cpus import usable_cpus
 
     root = Path(root).expanduser()
     if not root.is_dir():

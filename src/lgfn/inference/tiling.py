@@ -1,4 +1,4 @@
-"""Spatio-temporal inference: spatial tiling of one frame window, and a streaming sliding-window driver.
+"""Spatial tiling of one frame window: exact or bounded context per tile, global pools kept exact.
 
 Spatial tiling (``upscale_window``): the LR frame is cut into cores of ``tile`` x ``tile`` LR pixels;
 each core is run with ``overlap`` extra LR pixels of real context on every side (clamped at the frame
@@ -24,27 +24,18 @@ Trained networks use far less context than the bound says: for the trained ``lgf
 changed no measurable PSNR (benchmarks/bench_tiling.py, BENCHMARKS.md). LR frames over
 ``AUTO_TILE_PIXELS`` (1280 x 720) are tiled by ``AUTO_TILE`` (256) unless ``--tile 0``.
 
-Temporal driver (``stream_windows``): keeps a ring buffer of decoded frames so output t sees the window
-``lgfn.protocol.windows.frame_indices(t, N, length, padding)``; needs ``length`` up front (windows near the
-end reach past t). Clips shorter than the window (which ``frame_indices`` rejects) use
-``lgfn.protocol.windows.short_clip_indices``: the same padding rule with indices folded until they land in the clip.
+The temporal side (which frames feed output t, read lazily): ``lgfn.inference.streaming``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from lgfn.protocol.windows import (  # the window rule lives there; re-exported
-    short_clip_indices,
-    window_indices,
-)
 
 
 class _Stop(Exception):
@@ -269,35 +260,5 @@ def _freeze_pools(net: nn.Module, lr: torch.Tensor, tiles: list, control: _PoolC
     control.collect = None
 
 
-# --------------------------------------------------------------------------- temporal windows
-def stream_windows(
-    frames: Iterable[np.ndarray | torch.Tensor], length: int, num_frames: int, padding: str
-) -> Iterator[tuple[int, list]]:
-    """Yield (t, [frame for each index of t's window]) for t = 0..length-1, reading ``frames`` lazily.
-
-    At most the frames within 2 * (num_frames // 2) of t stay buffered. Raises ValueError if the
-    source ends before ``length`` frames.
-    """
-    if length < 1:
-        raise ValueError("no frames to upscale (length 0)")
-    it = iter(frames)
-    buffer: dict[int, Any] = {}
-    next_read = 0
-    reach = 2 * (num_frames // 2)
-    for t in range(length):
-        idx = window_indices(t, num_frames, length, padding)
-        need = max(idx)
-        while next_read <= need:
-            try:
-                buffer[next_read] = next(it)
-            except StopIteration:
-                raise ValueError(f"the input ended after {next_read} frames, expected {length}") from None
-            next_read += 1
-        yield t, [buffer[i] for i in idx]
-        for i in [i for i in buffer if i < t + 1 - reach and length >= num_frames]:
-            del buffer[i]
-
-
 __all__ = ["AUTO_TILE", "AUTO_TILE_PIXELS", "BOUNDED_OVERLAP", "bounded_overlap", "default_overlap",
-           "radius_from_config", "receptive_radius", "short_clip_indices", "stream_windows", "tile_work",
-           "tiling_pays", "upscale_window", "window_indices"]
+           "radius_from_config", "receptive_radius", "tile_work", "tiling_pays", "upscale_window"]

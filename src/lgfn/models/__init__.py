@@ -1,6 +1,7 @@
 """LGFN networks (pure nn.Modules, no framework code)."""
 
 from .alignment import AlignmentStage, DCNv2Pack, DeformableAlignment
+from .basicvsr import BasicVSR
 from .bicubic import Bicubic
 from .blocks import ResidualBlockNoBN, make_layer
 from .dmdcu import DMDCU
@@ -9,8 +10,10 @@ from .global_fusion import GlobalFusion, GlobalFusionBlock, VideoShuffle, video_
 from .lgfn import LGFN, LGFN_SMALL, Merge
 from .local_fusion import LocalFusion, LocalFusionBlock
 from .reconstruction import RCAB, ChannelAttention, Reconstruction, ResidualGroup, Upsample
+from .spynet import SpyNet
 
 __all__ = [
+    "BasicVSR",
     "Bicubic",
     "LGFN",
     "LGFN_SMALL",
@@ -29,6 +32,7 @@ __all__ = [
     "Reconstruction",
     "ResidualBlockNoBN",
     "ResidualGroup",
+    "SpyNet",
     "Upsample",
     "VideoShuffle",
     "make_layer",

@@ -13,14 +13,14 @@ temporal-gain metric runs every evaluated window this way too).
 from __future__ import annotations
 
 PADDINGS = ("replicate", "reflection", "reflection_circle", "circle")
-_ALIASES = {"mirror": "reflection_circle"}
+PADDING_ALIASES = {"mirror": "reflection_circle"}
 
 
 def canonical_padding(padding: str) -> str:
     """Resolve aliases (``mirror``) and reject unknown names with an error naming ``data.padding``."""
-    name = _ALIASES.get(padding, padding)
+    name = PADDING_ALIASES.get(padding, padding)
     if name not in PADDINGS:
-        allowed = list(PADDINGS) + list(_ALIASES)
+        allowed = list(PADDINGS) + list(PADDING_ALIASES)
         raise ValueError(f"data.padding must be one of {allowed}, got {padding!r}")
     return name
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from lgfn.results.paper import published
+
 
 def model_label(model: Any, cfg: DictConfig) -> str:
     """The model column's title: the network's class, and the experiment when there is one."""
@@ -49,8 +51,6 @@ def format_table(result: dict, model_name: str = "LGFN", paper: dict | None = No
     ``temporal_gain`` (dB, what the neighbouring frames buy) when the result has it. A bicubic model gets
     one column (its own numbers are the bicubic baseline).
     """
-    from lgfn.results.paper import published
-
     clips = result["clips"]
     bic = result.get("bicubic", {})
     if paper is None:
