@@ -6,9 +6,9 @@ import lgfn  # noqa: F401  (first: sets the OpenMP wait policy before torch load
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from lgfn.app import checkpoint_args, config, task
+from lgfn.app import baselines, checkpoint_args, config, task
 from lgfn.cluster import job_dir
 from lgfn.results import publish, table
 
@@ -29,8 +29,7 @@ def train(cfg: DictConfig) -> float | None:
         checkpoint_args.check_resumable(ckpt_path, model)
     if trainer.is_global_zero:
         task.save_resolved_config(cfg, out)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    task.log_config_after_setup(trainer, cfg)  # after the data module's setup: a bad data.root starts no W&B run
 
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -38,10 +37,13 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.test:
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") if cfg.test_ckpt == "best" else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        baselines.add_baselines(cfg, model.test_results, model.test_samples)  # baselines=[bicubic,basicvsr]
         publish.report_results(model.test_results, trainer, out, table.model_label(model, cfg),
                                show=cfg.print_table, samples=model.test_samples)
     if cfg.export_weights and trainer.is_global_zero:
         checkpoint_args.export_weights(trainer, cfg.export_weights, cfg.test_ckpt)
+    if cfg.train:
+        publish.print_checkpoints(trainer)
     return None if metric is None else float(metric)
 
 

@@ -17,7 +17,8 @@ import common
 import numpy as np
 import torch
 
-from lgfn.inference.export import OnnxUpscaler, export_onnx
+from lgfn.inference.export import export_onnx
+from lgfn.inference.onnx_runner import OnnxUpscaler
 from lgfn.models import LGFN, LGFN_SMALL, DCNv2Pack
 from lgfn.ops import dcn_backend
 

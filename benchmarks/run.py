@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark module's `run()` and rewrite BENCHMARKS.md (tables, machine, command).
 
-`python benchmarks/run.py [--only dcn,model,data,tiling,onnx,upscale] [--repeats N] [--full] [--update]`; --full adds the
+`python benchmarks/run.py [--only dcn,model,data,tiling,onnx,upscale,baselines] [--repeats N] [--full] [--update]`; --full adds the
 paper-size model at 270p and more repeats (tens of minutes on 2 cores). Sections not run keep no stale numbers,
 unless --update: then the sections of the existing BENCHMARKS.md that were not run stay as they were (the
 header names the run they came from) and only the ones run are replaced.
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="replace only the sections run now; keep the others of the existing file")
     args = parser.parse_args(argv)
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
-    known = ("dcn", "model", "data", "tiling", "onnx", "upscale")
+    known = ("dcn", "model", "data", "tiling", "onnx", "upscale", "baselines")
     unknown = set(wanted) - set(known)
     if unknown:
         parser.error(f"--only: unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(known)}")
@@ -120,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(_section("lgfn-upscale: decoding and encoding overlapped with the network",
                                  "python benchmarks/bench_upscale.py",
                                  bench_upscale.__doc__.strip() + "\n\n" + common.markdown(rows)))
+        print(common.markdown(rows), flush=True)
+    if "baselines" in wanted:
+        import bench_baselines
+
+        rows = bench_baselines.run(args.repeats)
+        sections.append(_section("BasicVSR beside LGFN (CPU inference at Vid4 size)",
+                                 "python benchmarks/bench_baselines.py",
+                                 bench_baselines.__doc__.strip() + "\n\n" + common.markdown(rows)))
         print(common.markdown(rows), flush=True)
     if "onnx" in wanted and (HERE / "bench_onnx.py").exists():
         try:

@@ -37,6 +37,20 @@ def write_frames(
     return paths
 
 
+def write_moving_clip(folder: Path, n: int = 4, h: int = 48, w: int = 64, motion=(2, 1)) -> Path:
+    """``n`` HR frames cropped from skimage's astronaut, the content moving ``motion`` (dx, dy) px per frame:
+    real image content with known motion, for networks that should beat bicubic (BasicVSR's released weights)."""
+    import skimage.data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    img = skimage.data.astronaut()
+    y0, x0 = 160, 190
+    for t in range(n):
+        y, x = y0 - t * motion[1], x0 - t * motion[0]
+        Image.fromarray(np.ascontiguousarray(img[y : y + h, x : x + w])).save(folder / f"{t:03d}.png")
+    return folder
+
+
 def write_const_frames(folder: Path, n: int, h: int, w: int, value: int, names=None) -> None:
     """Frames of one grey level, so a test can tell pre-made LR from LR made on the fly."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,7 @@ def test_typo_ends_in_the_same_line_for_every_spelling(monkeypatch, capsys, tmp_
         ("modle.net.num_feat=3", "error: unknown config key modle.net.num_feat (did you mean model.net.num_feat?)"),
         ("seeed=2", "error: unknown config key seeed (did you mean seed?)"),
         ("model=lgfn_smal", "error: unknown config choice model=lgfn_smal (did you mean model=lgfn_small? "
-                            "choices: bicubic, lgfn, lgfn_small)"),
+                            "choices: basicvsr, bicubic, lgfn, lgfn_small)"),
         ("~model.net.num_fet", "error: unknown config key model.net.num_fet: there is nothing to delete "
                                "(~model.net.num_fet)"),
     ],
@@ -102,7 +102,10 @@ def test_run_directory_is_removed_only_when_it_holds_hydras_bookkeeping_alone(tm
 
     out = hydra_dir("bare")
     assert task.remove_unused_run_dir(out) and not out.exists()
-    for extra in ("config_resolved.yaml", "checkpoints/last.ckpt", ".hydra/notes.txt"):
+    # What the set-up writes before the first step (issue 21): a run that failed there leaves nothing either.
+    out = hydra_dir("setup", "config_resolved.yaml", "wandb/run_id", "csv/version_0/hparams.yaml")
+    assert task.remove_unused_run_dir(out) and not out.exists()
+    for extra in ("checkpoints/last.ckpt", ".hydra/notes.txt", "notes.txt", "metrics.json"):
         out = hydra_dir(extra.replace("/", "_"), extra)
         assert not task.remove_unused_run_dir(out) and (out / extra).is_file()
     # A directory Hydra did not set up (no .hydra): never touched, even if empty.

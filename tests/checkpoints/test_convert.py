@@ -325,7 +325,7 @@ def test_eval_release_on_vid4_prints_the_paper_beside_it(release_file, vid4_root
                                "trainer=cpu", "trainer.enable_progress_bar=false", f"ckpt_path={release_file}"], out)
     results = eval_entry.evaluate(cfg)  # model= left at its default: the release sets the paper's sizes
     captured = capsys.readouterr()
-    assert "authors' release" in captured.err and "num_feat 32 -> 64" in captured.err
+    assert "authors' release" in captured.err and "model.net set to its sizes (num_feat=64" in captured.err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["paper"]["clips"]["calendar"]["LGFN"] == {"psnr": 24.11, "ssim": 0.8131}
     assert metrics["paper"]["clips"]["city"]["Bicubic"] == {"psnr": 25.17, "ssim": 0.6024}

@@ -86,7 +86,7 @@ def test_wrong_architecture_lists_keys(tmp_path):
         load_network(tmp_path / "bad.pt")
     msg = str(e.value)
     assert "\n" not in msg and "bad.pt" in msg
-    assert "1 missing: reconstruction.conv_last.bias" in msg
+    assert "missing 1: reconstruction.conv_last.bias" in msg
     assert "shape mismatch" in msg and "more)" in msg
 
 

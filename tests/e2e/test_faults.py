@@ -127,7 +127,7 @@ def test_sigterm_saves_last_ckpt_exits_nonzero_and_resumes_exactly(data_dir, ref
     step = state["global_step"]
     assert f"SIGTERM: saved {last} at step {step}" in err
     assert 1 <= step < STEPS
-    assert not list(last.parent.glob(".*.tmp"))
+    assert not list(last.parent.glob(".*.tmp*"))
     resumed = tmp_path / "resumed"
     proc2 = run_script("train.py", _train_args(data_dir, resumed, f"ckpt_path={last}"))
     assert proc2.returncode == 0, proc2.stderr[-3000:]
@@ -223,7 +223,7 @@ def test_sigkill_mid_save_keeps_previous_checkpoint(tmp_path):
     assert path.read_bytes() == before
     assert load_checkpoint(path)["global_step"] == 1
     # The kill leaves only a hidden temp file beside it, never a half-written last.ckpt.
-    assert all(p.name.startswith(".last.ckpt.") and p.suffix == ".tmp" for p in tmp_path.iterdir() if p != path)
+    assert all(p.name.startswith(".last.ckpt.") and ".tmp" in p.suffixes for p in tmp_path.iterdir() if p != path)
 
 
 # ----------------------------------------------------------------------------- non-finite loss, offsets
@@ -342,18 +342,26 @@ def _one_line_error(text: str) -> str:
 
 
 @pytest.mark.slow
-def test_eval_wrong_architecture_lists_mismatched_keys(data_dir, tmp_path):
+def test_eval_adopts_the_checkpoint_sizes_and_lists_keys_when_it_cannot(data_dir, tmp_path):
     model = _tiny_lit(num_feat=8)
     ckpt = tmp_path / "small.ckpt"
     torch.save({"state_dict": model.state_dict(), "net_config": model.net_config}, ckpt)
+    # The file says its sizes: eval.py uses them (with a note), as lgfn-upscale --ckpt does.
     proc = run_script("eval.py", [*_eval_args(data_dir, ckpt, "model.net.num_feat=16"), f"hydra.run.dir={tmp_path / 'e'}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "model.net set to its sizes (num_feat=8)" in proc.stderr
+    assert (tmp_path / "e" / "metrics.json").is_file()
+    # A bare state_dict holds no sizes: a strict one-line error listing the keys.
+    bare = tmp_path / "bare.pt"
+    torch.save(model.net.state_dict(), bare)
+    proc = run_script("eval.py", [*_eval_args(data_dir, bare, "model.net.num_feat=16"), f"hydra.run.dir={tmp_path / 'b'}"])
     assert proc.returncode == 1
     line = _one_line_error(proc.stderr)
-    assert line.startswith(f"error: checkpoint {ckpt} does not fit model.net (shape mismatch"), line
+    assert line.startswith(f"error: ckpt_path={bare} (a bare state_dict) does not fit model.net (shape mismatch"), line
     listed = re.search(r"shape mismatch (\d+): ([^;)]*)", line)
     assert listed and int(listed[1]) > 5 and listed[2].split(", ")[0] in model.net.state_dict(), line
-    assert "'num_feat': 8" in line  # the checkpoint's own net config, to fix the command line
-    assert not (tmp_path / "e" / "metrics.json").exists()
+    assert line.endswith("use the model.net sizes it was trained with"), line
+    assert not (tmp_path / "b" / "metrics.json").exists()
 
 
 def test_truncated_checkpoint_is_a_one_line_error(data_dir, tmp_path, capsys):

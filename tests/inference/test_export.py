@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from lgfn.checkpoints.weights_file import save_weights
-from lgfn.inference.export import OnnxUpscaler, export_onnx, export_torch, main
+from lgfn.inference.export import export_onnx, export_torch, main
+from lgfn.inference.onnx_runner import OnnxUpscaler
 from lgfn.models import LGFN, LGFN_SMALL, DCNv2Pack
 
 ort = pytest.importorskip("onnxruntime")

@@ -16,16 +16,11 @@ import torch
 from PIL import Image
 
 from lgfn.checkpoints.weights_file import save_weights
-from lgfn.inference.tiling import (
-    default_overlap,
-    receptive_radius,
-    short_clip_indices,
-    stream_windows,
-    upscale_window,
-)
+from lgfn.inference.streaming import stream_windows
+from lgfn.inference.tiling import default_overlap, receptive_radius, upscale_window
 from lgfn.inference.upscale import main
 from lgfn.models import LGFN, LGFN_SMALL
-from lgfn.protocol.windows import frame_indices
+from lgfn.protocol.windows import frame_indices, short_clip_indices
 
 TINY = dict(num_frames=3, num_feat=8, num_extract_blocks=1, num_align_stages=1, deformable_groups=2,
             num_lfm=1, num_gfm=1, gfm_slice_channels=2, num_rcab=1)

@@ -253,3 +253,98 @@ def test_static_onnx_export_on_larger_frames_exits_2_without_output(tmp_path, we
         got = np.asarray(Image.open(tmp_path / "out2" / f"f{i}.png"), dtype=np.int16)
         ref = np.asarray(Image.open(tmp_path / "ref" / f"f{i}.png"), dtype=np.int16)
         assert got.shape == (64, 64, 3) and np.abs(got - ref).max() <= 1
+
+
+# --------------------------------------------------------------------------- honest input, plain errors (issue 24)
+def _truncated_mkv(tmp_path: Path) -> Path:
+    whole = tmp_path / "pan_whole.mkv"
+    write_video(whole, smooth_frames(20, 16, 16))
+    data = whole.read_bytes()
+    cut = tmp_path / "pan.mkv"
+    cut.write_bytes(data[: int(len(data) * 0.84)])
+    whole.unlink()
+    return cut
+
+
+def test_a_truncated_video_says_so_and_fails_with_strict(tmp_path, weights, capsys):
+    cut = _truncated_mkv(tmp_path)
+    assert main([str(cut), str(tmp_path / "strict.mp4"), "--ckpt", str(weights), "--strict"]) == 1
+    line = error_line(capsys.readouterr().err)
+    m = re.fullmatch(rf"lgfn-upscale: error: {re.escape(str(cut))}: (\d+) frames could be decoded but its container "
+                     r"declares 20 \(the file looks truncated or damaged\); --strict stops here .*", line)
+    assert m and 0 < int(m[1]) < 20, line
+    assert not (tmp_path / "strict.mp4").exists() and not list(tmp_path.glob(".*"))
+    # without --strict: the frames that decode, with a note and the count in the last line; exit 0
+    assert main([str(cut), str(tmp_path / "out.mp4"), "--ckpt", str(weights)]) == 0
+    err = capsys.readouterr().err
+    n = int(m[1])
+    assert (f"lgfn-upscale: note: {cut}: {n} frames could be decoded but its container declares 20 (the file looks "
+            f"truncated or damaged): upscaling those {n}; --strict makes this an error") in err
+    assert f"wrote {n} frames (its container declares 20) of 64x64" in err
+    assert len(read_video(tmp_path / "out.mp4")[0]) == n
+    # a whole video: no note, and --strict passes
+    write_video(tmp_path / "whole.mkv", smooth_frames(6, 16, 16))
+    assert main([str(tmp_path / "whole.mkv"), str(tmp_path / "w.mp4"), "--ckpt", str(weights), "--strict"]) == 0
+    assert "note" not in capsys.readouterr().err
+
+
+def test_input_that_is_not_a_video_is_one_sentence_without_errno(tmp_path, weights, capsys):
+    junk = tmp_path / "pan.mp4"
+    junk.write_bytes(b"\0" * 3000)
+    assert main([str(junk), str(tmp_path / "out.mp4"), "--ckpt", str(weights)]) == 1
+    assert error_line(capsys.readouterr().err) == (
+        f"lgfn-upscale: error: cannot read video {junk}: it is not a video FFmpeg can decode, or it is damaged "
+        "(invalid data)")
+
+
+def test_an_output_under_a_file_names_the_file(tmp_path, weights, capsys):
+    write_video(tmp_path / "pan.mp4", smooth_frames(3, 16, 16))
+    (tmp_path / "pan.mkv").write_bytes(b"a video")
+    out = tmp_path / "pan.mkv" / "out.mp4"
+    assert main([str(tmp_path / "pan.mp4"), str(out), "--ckpt", str(weights)]) == 2
+    assert error_line(capsys.readouterr().err) == (
+        f"lgfn-upscale: error: OUTPUT {out}: {tmp_path / 'pan.mkv'} is a file, not a folder, so nothing can be "
+        "written under it; choose another OUTPUT")
+    page = tmp_path / "pan.mkv" / "c.html"  # the page too, before any work
+    assert main([str(tmp_path / "pan.mp4"), str(tmp_path / "o.mp4"), "--ckpt", str(weights), "--compare", "1",
+                 "--compare-out", str(page)]) == 2
+    assert "is a file, not a folder" in error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pan.mkv", "pan.mp4", "tiny.pt"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_an_output_in_a_folder_that_takes_no_files_names_no_temp_file(tmp_path, weights, capsys):
+    write_video(tmp_path / "pan.mp4", smooth_frames(3, 16, 16))
+    for out in ("/proc/out.mp4", "/proc/frames"):
+        assert main([str(tmp_path / "pan.mp4"), out, "--ckpt", str(weights)]) == 1
+        line = error_line(capsys.readouterr().err)
+        assert line.startswith(f"lgfn-upscale: error: OUTPUT {out}: ") and "/proc/." not in line, line
+
+
+def test_compare_page_path_is_printed_and_exists(tmp_path, weights, capsys):
+    write_video(tmp_path / "pan.mp4", smooth_frames(3, 16, 16))
+    page = tmp_path / "pages" / "pan.html"
+    assert main([str(tmp_path / "pan.mp4"), str(tmp_path / "o.mp4"), "--ckpt", str(weights), "--compare", "1",
+                 "--compare-out", str(page)]) == 0
+    printed = re.search(r"comparison page .* to (\S+)$", capsys.readouterr().err, re.M)
+    assert printed and Path(printed[1]) == page and page.is_file()
+
+
+def test_export_prints_the_sidecars_full_path(tmp_path, monkeypatch, capsys):
+    import lgfn.checkpoints.reader
+    import lgfn.inference.export as export
+
+    monkeypatch.setattr(lgfn.checkpoints.reader, "load_network", lambda *a, **k: (None, {"num_frames": 3}))
+
+    def fake_export(net, out, **kwargs):
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_bytes(b"pt2")
+        Path(f"{out}.json").write_text("{}")
+        return Path(out)
+
+    monkeypatch.setattr(export, "export_torch", fake_export)
+    monkeypatch.chdir(tmp_path)
+    assert export.main(["--ckpt", "w.pt", "--format", "torch_export", "--out", "nodir4/m.pt2"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"wrote nodir4/m\.pt2 and nodir4/m\.pt2\.json \(\d+\.\d s\)", line), line
+    assert Path("nodir4/m.pt2.json").is_file()

@@ -31,6 +31,7 @@ from lgfn.protocol.degradation import imresize
 from lgfn.results import publish, table
 from lgfn.results.paper import published
 from lgfn.results.report_page import build_report, write_report
+from lgfn.training import media
 from lgfn.training.lit_module import LitLGFN
 
 
@@ -208,12 +209,18 @@ def test_test_strips_and_psnr_plots_are_logged_to_wandb_and_tensorboard(small_bu
         assert samples[clip]["frame"] == n // 2  # the middle frame
         want = _expected_strip(dataset, net, n // 2, clip, 32)
         assert want.shape == (32, 4 * 32, 3)
+        # each panel under its labelled banner (lgfn.training.media): the pictures below the banners unchanged
+        psnr = media.frame_psnr(res, clip, n // 2)
+        banners = np.concatenate([media.banner(media.panel_texts(k, psnr.get(k)), 32) for k in media.KINDS], 1)
         pngs = list((run / "files" / "media" / "images" / "test" / "strip").glob(f"{clip}_*.png"))
         assert len(pngs) == 1, list(run.rglob("*.png"))
-        np.testing.assert_array_equal(np.asarray(Image.open(pngs[0]).convert("RGB")), want)
+        got = np.asarray(Image.open(pngs[0]).convert("RGB"))
+        np.testing.assert_array_equal(got[media.BANNER :], want)
+        np.testing.assert_array_equal(got[: media.BANNER], banners)
         event = ea.Images(f"test/strip/{clip}")[-1]
-        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB")),
-                                      want)
+        got = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
+        np.testing.assert_array_equal(got[media.BANNER :], want)
+        np.testing.assert_array_equal(got[: media.BANNER], banners)
         # the per-frame PSNR line plot: a W&B table of (frame, line, value) rows
         tables = list((run / "files" / "media" / "table" / "test" / "psnr_per_frame").glob(f"{clip}_*.table.json"))
         assert len(tables) == 1, list(run.rglob("*.json"))
@@ -452,3 +459,74 @@ def test_upscale_compare_writes_the_page_for_a_users_video(tmp_path):
         assert out["tags"] == ["Bicubic", "LGFN"] and out["overIsThumb"]
     assert main([str(tmp_path / "in"), str(tmp_path / "o2"), "--ckpt", str(tmp_path / "tiny.pt"),
                  "--compare", "1", "--compare-out", str(tmp_path / "page.txt")]) == 2
+
+
+# ---------------------------------------------------------------------------- every label fits (issue 24)
+FIT_CHECK = """
+(() => {
+  const inside = (a, b) => a.left >= b.left - 0.5 && a.right <= b.right + 0.5 && a.top >= b.top - 0.5
+      && a.bottom <= b.bottom + 0.5;
+  const box = r => [Math.round(r.left), Math.round(r.top), Math.round(r.right), Math.round(r.bottom)];
+  const bad = [], seen = {svgText: 0, keys: 0};
+  const page = document.documentElement.getBoundingClientRect();
+  const view = {left: 0, top: -1e9, right: document.documentElement.clientWidth, bottom: 1e9};
+  document.querySelectorAll('figure.plot').forEach(fig => {
+    const figBox = fig.getBoundingClientRect(), svgBox = fig.querySelector('svg').getBoundingClientRect();
+    if (!inside(figBox, view)) bad.push(['figure outside the page', box(figBox)]);
+    fig.querySelectorAll('svg text').forEach(t => {
+      seen.svgText++;
+      const r = t.getBoundingClientRect();
+      if (!inside(r, svgBox)) bad.push(['axis text cut', t.textContent, box(r), box(svgBox)]);
+    });
+    fig.querySelectorAll('.legend .key').forEach(k => {
+      seen.keys++;
+      const r = k.getBoundingClientRect();
+      if (!inside(r, figBox) || k.scrollWidth > k.clientWidth + 1)
+        bad.push(['legend cut', k.textContent, box(r), box(figBox), k.scrollWidth, k.clientWidth]);
+    });
+  });
+  document.querySelectorAll('h1, p.sub, h3').forEach(e => {
+    if (e.scrollWidth > e.clientWidth + 1) bad.push(['heading overflows', e.textContent.slice(0, 40)]);
+  });
+  return {bad, seen, pageWidth: document.documentElement.scrollWidth,
+          viewWidth: document.documentElement.clientWidth};
+})()
+"""
+
+
+@pytest.mark.parametrize("name", ["LGFN (quickstart, lgfn_small on builtin, 500 steps, seed 1)",
+                                  "LGFN_quickstart_lgfn_small_builtin_500_steps_seed_1_without_any_space"])
+def test_plot_legends_and_axis_labels_fit_any_model_name_at_1280_and_390_px(tmp_path, name):
+    if find_chromium() is None:
+        pytest.skip("chromium not found: the report.html browser checks need it (make test installs Debian's "
+                    "`chromium` with apt-get where it can; or set LGFN_CHROMIUM=/path/to/chrome)")
+    result, samples = _synthetic_vid4_result()
+    path = write_report(tmp_path / "report.html", result, samples, name)
+    assert name not in re.sub(r"<title>[^<]*</title>", "", "".join(re.findall(r"<svg.*?</svg>", path.read_text())))
+    for width in (1280, 390):
+        with Browser(width=width) as browser:
+            page = browser.open(path)
+            out = page.evaluate(FIT_CHECK)
+            assert page.problems() == []
+        assert out["seen"]["keys"] == 2 * 8 and out["seen"]["svgText"] > 8 * 6, out["seen"]
+        assert out["bad"] == [], (width, out["bad"])
+        assert out["pageWidth"] <= out["viewWidth"], (width, out)  # nothing sticks out sideways
+
+
+def test_report_results_prints_the_paths_it_wrote(tmp_path, capsys, monkeypatch):
+    result, samples = _synthetic_vid4_result()
+
+    class _Trainer:
+        is_global_zero, loggers = True, []
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    publish.report_results({"vid4": result, "other": json.loads(json.dumps(result))}, _Trainer(), Path("out"),
+                           "LGFN", show=False, samples={"vid4": samples})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["metrics: out/metrics.json", "report:  out/report.html",
+                     "metrics: out/metrics_other.json", "report:  out/report_other.html"]
+    assert all((tmp_path / "cwd" / ln.split()[-1]).is_file() for ln in lines)
+    # outside the working directory: the absolute path
+    publish.report_results({"vid4": result}, _Trainer(), tmp_path / "elsewhere", "LGFN", show=False)
+    assert capsys.readouterr().out.splitlines()[0] == f"metrics: {tmp_path / 'elsewhere' / 'metrics.json'}"

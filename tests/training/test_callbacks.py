@@ -250,3 +250,27 @@ def test_wandb_run_prints_no_anonymous_warning(tmp_path):
     ours, control = proc.stderr.split("=== control")
     assert "anonymous setting" not in ours
     assert "anonymous setting" in control
+
+
+# ----------------------------------------------------------------------------- quiet normal runs (issue 24)
+def test_in_a_log_file_the_bar_is_one_line_and_the_consoles_width_is_restored(tmp_path):
+    buf = io.StringIO()
+    bar = StepProgressBar(console_kwargs=dict(file=buf, force_terminal=False, width=40, color_system=None))
+    fit(tmp_path, [bar], enable_model_summary=False, max_steps=5, max_epochs=-1)
+    lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "5/5" in lines[0] and "train/loss" in lines[0], lines
+    assert rich.get_console().width == 40  # others' tables keep the console's own width
+
+
+def test_ddp_test_sampler_and_pre_validation_checkpoint_warnings_are_silenced():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loggers.quiet_third_party()
+        for fn in ("test", "validate"):
+            warnings.warn(f"Using `DistributedSampler` with the dataloaders. During `trainer.{fn}()`, it is "
+                          "recommended to use `Trainer(devices=1, num_nodes=1)` ...", stacklevel=1)
+        warnings.warn("`ModelCheckpoint(monitor='val/psnr')` could not find the monitored key in the returned "
+                      "metrics: ['train/loss']. HINT: ...", stacklevel=1)
+        warnings.warn("`ModelCheckpoint(monitor='val/loss')` could not find the monitored key in the returned "
+                      "metrics: ['train/loss']. HINT: ...", stacklevel=1)  # someone else's monitor: kept
+    assert [str(w.message)[:37] for w in caught] == ["`ModelCheckpoint(monitor='val/loss')`"]

@@ -66,8 +66,9 @@ def test_ema_follows_the_weights_and_is_what_evaluation_uses():
     with torch.no_grad():
         for p in module.net.parameters():
             p.add_(1.0)
-    module.on_train_batch_end(None, None, 0)  # first update copies the weights
-    module.on_train_batch_end(None, None, 1)  # then halfway to them
+    optimizer = SimpleNamespace(step=lambda closure=None: None)
+    module.optimizer_step(0, 0, optimizer)  # first optimiser step: the EMA copies the weights
+    module.optimizer_step(0, 1, optimizer)  # then halfway to them
     for b, e, p in zip(before, module.ema.module.parameters(), module.net.parameters(), strict=True):
         assert torch.allclose(e, p)  # copies, then averages two equal values
         assert not torch.equal(e, b)

@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from hydra.utils import get_class, get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lgfn.cluster.job_dir import job_dir_name, unique_suffix
+from lgfn.cluster.job_dir import job_dir_name, run_id, unique_suffix
 from lgfn.cluster.slurm import slurm_tasks_per_node
 from lgfn.common.errors import ConfigError
 
@@ -34,6 +34,11 @@ def _group(experiment_name: str) -> str:
     return experiment_name
 
 
+def basicvsr_weights_for(degradation: str) -> str:
+    """The released BasicVSR weights trained on ``degradation``: vimeo_bd for bd, else vimeo_bi."""
+    return "vimeo_bd" if str(degradation).lower() == "bd" else "vimeo_bi"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("lgfn_group"):
         OmegaConf.register_new_resolver("lgfn_group", _group)
@@ -41,8 +46,12 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("lgfn_job_subdir", job_dir_name)
     if not OmegaConf.has_resolver("lgfn_unique"):  # cached: one value per process, copied into sweep jobs
         OmegaConf.register_new_resolver("lgfn_unique", unique_suffix, use_cache=True)
+    if not OmegaConf.has_resolver("lgfn_run_id"):  # time + suffix; the same in every rank of an srun step
+        OmegaConf.register_new_resolver("lgfn_run_id", run_id, use_cache=True)
     if not OmegaConf.has_resolver("lgfn_tasks_per_node"):
         OmegaConf.register_new_resolver("lgfn_tasks_per_node", slurm_tasks_per_node)
+    if not OmegaConf.has_resolver("lgfn_basicvsr_weights"):  # conf/model/basicvsr.yaml: weights for the data
+        OmegaConf.register_new_resolver("lgfn_basicvsr_weights", basicvsr_weights_for)
 
 
 register_resolvers()
@@ -138,6 +147,16 @@ def validate_config(cfg: DictConfig) -> None:
         for name, node in (cfg.get(group) or {}).items():
             if isinstance(node, DictConfig):
                 validate_node(node, f"{group}.{name}")
+    trainer = cfg.get("trainer") or {}
+    accumulate, every = trainer.get("accumulate_grad_batches", 1) or 1, trainer.get("val_check_interval")
+    if isinstance(accumulate, int) and accumulate > 1 and isinstance(every, int) and every % accumulate:
+        # Lightning counts val_check_interval in batches: validation (and its last.ckpt / best checkpoint) would
+        # land mid-window, saving a state without part of an accumulated gradient.
+        raise ConfigError(f"trainer.val_check_interval={every} (batches) must be a multiple of "
+                          f"trainer.accumulate_grad_batches={accumulate}, so that checkpoints fall on optimiser steps")
+    from lgfn.app.baselines import check_baselines
+
+    check_baselines(cfg)  # baselines=[bicubic,basicvsr]: known names, released weights installed
     net = cfg.model.get("net", {})
     if net.get("use_lfm") is False and net.get("use_gfm") is False:
         raise ConfigError("model.net.use_lfm and model.net.use_gfm cannot both be false: the model needs a fusion branch")
@@ -174,6 +193,46 @@ def composition_error_line(error: BaseException) -> str | None:
     if deleted:
         return f"unknown config key {deleted.group(1)}: there is nothing to delete (~{deleted.group(1)})"
     return None
+
+
+def _target_params(target: str) -> dict[str, inspect.Parameter]:
+    try:
+        obj = get_class(target)
+        return dict(inspect.signature(obj.__init__ if inspect.isclass(obj) else obj, eval_str=True).parameters)
+    except Exception:  # noqa: BLE001 - no signature to check against
+        return {}
+
+
+def forced_override_key(error: BaseException) -> str | None:
+    """The key of an override Hydra refused although the config's ``_target_`` takes it, else None.
+
+    ``trainer.accumulate_grad_batches=2`` (a Trainer argument not in conf/trainer) is "not in struct", and
+    ``+trainer.sync_batchnorm=true`` (already in conf/trainer/ddp.yaml) "already there": both name arguments that
+    ``lightning.pytorch.Trainer`` takes, and both spellings the README shows must work. The entry point re-runs
+    the composition with ``++key=value`` (add or override) for such a key (``lgfn.app.task.hydra_main``).
+    """
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if not isinstance(error, ConfigCompositionException):
+        return None
+    text = str(error)
+    exists = re.match(r"Could not append to config\. An item is already at '([^']+)'", text)
+    if exists:
+        return exists.group(1)
+    override = re.match(r"Could not override '([^']+)'", text)
+    cause = error.__cause__
+    if not (override and isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and "not in struct" in str(cause)):
+        return None
+    key = override.group(1)
+    if str(getattr(cause, "full_key", None) or key) != key:
+        return None  # a node on the way is missing: a typo, not an argument
+    parent = getattr(cause, "parent_node", None)
+    target = parent.get("_target_") if isinstance(parent, DictConfig) else None
+    param = _target_params(target).get(key.rsplit(".", 1)[-1]) if target else None
+    if param is None or param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+        return None
+    return key
 
 
 def _unknown_key_line(key: str, cause: Exception, add: str | None) -> str:

@@ -107,6 +107,33 @@ def pretrained_basicvsr(weights: str | os.PathLike = "vimeo_bi", **kwargs) -> Ba
     return load_strict(net, load_basicvsr_state(weights), _resolve(weights)).eval()
 
 
+def load_released_into(net: nn.Module, weights: str | os.PathLike, key: str = "model.weights") -> nn.Module:
+    """``model.weights=NAME``: released BasicVSR weights (or a .pth path) into ``net``, strictly.
+
+    ``net`` must be a ``BasicVSR`` of the file's sizes (64 features, 30 blocks); every error is one line
+    naming ``key``.
+    """
+    if not isinstance(net, BasicVSR):
+        raise ValueError(f"{key}={weights}: released BasicVSR weights need model.net "
+                         f"_target_=lgfn.models.BasicVSR (model=basicvsr), not {type(net).__name__}")
+    try:
+        path = _resolve(weights)
+    except FileNotFoundError as e:
+        raise ValueError(f"{key}={weights}: {e}") from None
+    return load_strict(net, load_basicvsr_state(path), f"{key}={weights} ({path.name})")
+
+
+def released_network(weights: str | os.PathLike = "vimeo_bi", num_frames: int = 7) -> tuple[BasicVSR, dict]:
+    """``lgfn-upscale --model basicvsr``: (BasicVSR with released weights in eval mode, its meta) as
+    ``lgfn.checkpoints.reader.load_network`` returns them; the degradation is the one the weights were trained on."""
+    from lgfn.checkpoints.weights_file import DEFAULT_META
+
+    net = pretrained_basicvsr(weights, num_frames=num_frames)
+    meta = {**DEFAULT_META, "num_frames": num_frames, "degradation": "bd" if weights == "vimeo_bd" else "bi",
+            "source": f"basicvsr:{weights}"}
+    return net, meta
+
+
 def pretrained_spynet(weights: str | os.PathLike = "vimeo_bi") -> SpyNet:
     """SpyNet with the SPyNet weights inside released BasicVSR weights, in eval mode."""
     net = SpyNet()

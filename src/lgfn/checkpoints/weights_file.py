@@ -24,11 +24,12 @@ from torch import nn
 
 from lgfn.checkpoints.lightning_io import atomic_torch_save
 from lgfn.models import LGFN
+from lgfn.models.basicvsr import BasicVSR
 from lgfn.models.bicubic import Bicubic
 
 FORMAT = "lgfn-weights"
 VERSION = 1
-NET_CLASSES: dict[str, type[nn.Module]] = {"LGFN": LGFN, "Bicubic": Bicubic}
+NET_CLASSES: dict[str, type[nn.Module]] = {"LGFN": LGFN, "Bicubic": Bicubic, "BasicVSR": BasicVSR}
 DEFAULT_META = {"scale": 4, "padding": "reflection_circle", "degradation": "bi"}
 _PLAIN = (str, int, float, bool, type(None))
 

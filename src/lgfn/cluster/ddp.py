@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,11 +39,16 @@ from lightning.pytorch.strategies import DDPStrategy as _LightningDDPStrategy
 from lightning.pytorch.strategies.launchers import subprocess_script as _lightning_launcher
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
-from lgfn.cluster.slurm import launch_decision, slurm_tasks_per_node, srun_step
+from lgfn.cluster.slurm import launch_decision, slurm_tasks_per_node, srun_master_port, srun_step
 
 FAILURE_KEY = "lgfn/failure"
 # Environment variables the launcher sets in the parent process (restored by end_of_job).
-_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "LGFN_DDP_RENDEZVOUS")
+# A folder the ranks this process starts report to before they join the process group: ``rank<R>.ready``, or
+# ``rank<R>.failed`` holding the reason a rank failed before it could join (see _Launcher.wait_for_children).
+RENDEZVOUS_ENV = "LGFN_DDP_RENDEZVOUS"
+# The MASTER_PORT this process was started with (a batch script's export), the base of each srun job's own port.
+_STARTING_MASTER_PORT = os.environ.get("MASTER_PORT")
 # Hydra overrides a child must not inherit: it is one run in the job's own directory, not a sweep.
 _SWEEP_ONLY = ("hydra.sweep", "hydra.run", "hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper",
                "hydra.mode", "hydra.job.name", "hydra.job.num", "hydra.job.id", "hydra.output_subdir",
@@ -58,6 +65,7 @@ class _Job:
     remote_failure: str | None = None
     launchers: list[_Launcher] = []
     watchdogs: list[_Watchdog] = []
+    saved_env: dict[str, str | None] = {}  # variables this job set outside a launcher (srun's MASTER_PORT)
 
 
 def set_job(script: str | None, out: Path | None, record_failure: Callable[[str], None] | None) -> None:
@@ -122,13 +130,38 @@ class _Launcher(_SubprocessScriptLauncher):
         self.cluster_environment.validate_settings(num_devices=self.num_processes, num_nodes=self.num_nodes)
         if not self.cluster_environment.creates_processes_externally:
             self.saved_env = {k: os.environ.get(k) for k in _LAUNCH_ENV}
+            self.rendezvous = tempfile.mkdtemp(prefix="lgfn-ddp-")
+            os.environ[RENDEZVOUS_ENV] = self.rendezvous  # the children inherit it
+            _Job.launchers.append(self)
             with _patched(_lightning_launcher, "_hydra_subprocess_cmd", child_command):
                 self._call_children_scripts()
-            _Job.launchers.append(self)
         from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 
         _set_num_threads_if_needed(num_processes=self.num_processes)
         return function(*args, **kwargs)
+
+    def wait_for_children(self, poll_s: float = 0.2) -> None:
+        """Block until every child rank is about to join the process group; raise with the child's reason if one
+        failed (or exited) before. Without this, rank 0 would wait in ``init_process_group`` for a rank that is
+        gone (for the 30-minute timeout), and the watchdog, which needs the process group's store, never starts."""
+        folder = Path(getattr(self, "rendezvous", "") or ".")
+        pending = dict(enumerate(self.procs, start=1))
+        while pending:
+            for rank, proc in list(pending.items()):
+                failed = folder / f"rank{rank}.failed"
+                if failed.is_file() or proc.poll() is not None:
+                    with contextlib.suppress(Exception):
+                        proc.wait(5)  # the reason file is written before the child exits
+                    reason = failed.read_text().strip() if failed.is_file() else ""
+                    reason = reason or (f"rank {rank}: exited with status {proc.returncode} before it joined the "
+                                        "process group")
+                    _Job.remote_failure = reason  # the job's reason is the child's, as the watchdog reports it
+                    print(f"rank 0: stopping this job: {reason}", file=sys.stderr, flush=True)
+                    raise RuntimeError(reason)
+                if (folder / f"rank{rank}.ready").is_file():
+                    del pending[rank]
+            if pending:
+                time.sleep(poll_s)
 
     def finish(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for the children, kill what is left, restore the parent's environment."""
@@ -146,6 +179,8 @@ class _Launcher(_SubprocessScriptLauncher):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        if getattr(self, "rendezvous", None):
+            shutil.rmtree(self.rendezvous, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -197,8 +232,9 @@ class _Watchdog(threading.Thread):
                 gone = self.rank != 0 and time.monotonic() - unreachable_since > self.STORE_GONE_S
                 reason = f"rank 0: its process is gone ({type(e).__name__})" if gone else None
             if reason is None and self.rank == 0:
+                # 130 / 143: a rank that stopped on Ctrl-C / SIGTERM, which every rank does together (SaveOnSignal).
                 reason = next((f"rank {i + 1}: exited with status {p.returncode}"
-                               for i, p in enumerate(self.children) if p.poll() not in (None, 0)), None)
+                               for i, p in enumerate(self.children) if p.poll() not in (None, 0, 130, 143)), None)
             if reason and not reason.startswith(f"rank {self.rank}:"):
                 self.stop_job(reason)
                 return
@@ -225,11 +261,31 @@ class _Watchdog(threading.Thread):
         os._exit(1)
 
 
+def _child_rendezvous(env: Mapping[str, str] | None = None) -> Path | None:
+    """The rendezvous folder when this process is a child rank Lightning's launcher started here, else None."""
+    env = os.environ if env is None else env
+    folder = env.get(RENDEZVOUS_ENV)
+    if not folder or int(env.get("LOCAL_RANK", 0) or 0) == 0:
+        return None
+    return Path(folder)
+
+
 def publish_failure(exception: BaseException) -> None:
-    """Tell every rank that this one failed (first failure wins); a no-op outside a process group."""
+    """Tell every rank that this one failed (first failure wins). Outside a process group, a child rank that fails
+    before joining it tells rank 0 through the rendezvous folder (``_Launcher.wait_for_children``)."""
     import torch.distributed as dist
 
-    if not isinstance(exception, Exception) or not (dist.is_available() and dist.is_initialized()):
+    if not isinstance(exception, Exception):
+        return
+    if not (dist.is_available() and dist.is_initialized()):
+        folder = _child_rendezvous()
+        if folder is not None:
+            rank = int(os.environ["LOCAL_RANK"])
+            reason = f"rank {rank}: {type(exception).__name__}: {exception}".splitlines()[0][:2000]
+            with contextlib.suppress(OSError):
+                tmp = folder / f".rank{rank}.failed.{os.getpid()}"
+                tmp.write_text(reason)
+                os.replace(tmp, folder / f"rank{rank}.failed")
         return
     if dist.get_world_size() < 2 or _Job.remote_failure:
         return
@@ -255,6 +311,10 @@ class DDPStrategy(_LightningDDPStrategy):
         if self.cluster_environment is not None and self.parallel_devices is not None:
             decision, why = launch_decision(os.environ, len(self.parallel_devices), self.num_nodes)
             if decision == "spawn" and isinstance(self.cluster_environment, SLURMEnvironment):
+                # Lightning starts the ranks here; its SLURM requeue on SIGUSR1 (which follows the environment)
+                # is then taken over by lgfn.training.callbacks.SaveOnSignal (slurm_requeue_signal).
+                self.slurm_requeue_signal = self.cluster_environment.requeue_signal if \
+                    self.cluster_environment.auto_requeue else None
                 self.cluster_environment = LightningEnvironment()
             self.launch_reason = why
         super().set_world_ranks()
@@ -266,6 +326,20 @@ class DDPStrategy(_LightningDDPStrategy):
             super()._configure_launcher()
 
     def setup_environment(self) -> None:
+        # Before joining the process group (super() calls init_process_group): a child rank says it is about to;
+        # rank 0 waits for that from every child it started, and fails at once if one died on the way.
+        if isinstance(self._launcher, _Launcher) and getattr(self._launcher, "procs", None):
+            self._launcher.wait_for_children()
+        folder = _child_rendezvous()
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                (folder / f"rank{os.environ['LOCAL_RANK']}.ready").touch()
+        if isinstance(self.cluster_environment, SLURMEnvironment) and srun_step(os.environ):
+            # srun started the ranks: a port of this job's own (every rank derives the same one), not the fixed
+            # one every job of an srun sweep would share (a job after a failed one would hang on it).
+            _Job.saved_env.setdefault("MASTER_PORT", os.environ.get("MASTER_PORT"))
+            os.environ["MASTER_PORT"] = str(srun_master_port(os.environ, str(_Job.out or os.getcwd()),
+                                                             _STARTING_MASTER_PORT and int(_STARTING_MASTER_PORT)))
         super().setup_environment()
         trainer = self.lightning_module.trainer if self.lightning_module is not None else None
         if trainer is not None:  # Lightning's SLURM requeue handler follows the environment actually used
@@ -297,7 +371,12 @@ def end_of_job(timeout: float = 60.0) -> None:
     if dist.is_available() and dist.is_initialized():
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
-    _Job.watchdogs, _Job.launchers = [], []
+    for key, value in _Job.saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _Job.watchdogs, _Job.launchers, _Job.saved_env = [], [], {}
 
 
 __all__ = ["DDPStrategy", "child_command", "end_of_job", "launch_decision", "process_rank", "publish_failure",

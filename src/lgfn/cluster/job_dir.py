@@ -24,13 +24,14 @@ import secrets
 import socket
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from lgfn.cluster.ddp import process_rank
+from lgfn.cluster.slurm import srun_step
 from lgfn.common.atomic import write_json_atomic
 from lgfn.common.errors import ConfigError
 
@@ -60,10 +61,33 @@ def job_dir_name(overrides: Iterable[str]) -> str:
     return f"{readable}-{digest}" if readable else f"job-{digest}"
 
 
-def unique_suffix() -> str:
-    """6 random hex digits, fixed for the process (cached by the resolver): two runs or sweeps started in the same
-    second get different directories."""
+def _srun_id(env: Mapping[str, str]) -> str | None:
+    """``<job id>.<step id>`` when this process is a task of an srun step, else None."""
+    if not srun_step(env):
+        return None
+    return f"{env['SLURM_JOB_ID']}.{env.get('SLURM_STEP_ID', env.get('SLURM_STEPID'))}"
+
+
+def unique_suffix(env: Mapping[str, str] | None = None) -> str:
+    """6 hex digits, fixed for the process (cached by the resolver): two runs or sweeps started in the same second
+    get different directories. Random, except in an srun step, where every task (rank) of the step must name the
+    same directory: there a hash of the SLURM job and step ids."""
+    srun = _srun_id(os.environ if env is None else env)
+    if srun is not None:
+        return hashlib.sha1(f"slurm:{srun}".encode()).hexdigest()[:6]
     return secrets.token_hex(3)
+
+
+def run_id(env: Mapping[str, str] | None = None) -> str:
+    """A run's (or sweep's) directory name under logs/<task>/runs|multirun (the ``lgfn_run_id`` resolver): the start
+    time and :func:`unique_suffix`. In an srun step the ranks start at different moments, so there it is the SLURM
+    job and step instead (``slurm-<job>.<step>``), the same in every rank (and again when the job is requeued,
+    which then resumes from that directory's last.ckpt)."""
+    env = os.environ if env is None else env
+    srun = _srun_id(env)
+    if srun is not None:
+        return f"slurm-{srun}"
+    return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{unique_suffix(env)}"
 
 
 # ---------------------------------------------------------------------------- status.json

@@ -3,6 +3,7 @@ tasks a node gets. Pure functions of an environment mapping, so every decision i
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -77,3 +78,19 @@ def slurm_tasks_per_node(gpus_per_node: Any, gres: Any = None) -> int:
     return 1
 
 
+
+
+def srun_master_port(env: Mapping[str, str], job_key: str, base: int | None = None) -> int:
+    """The rendezvous port of one sweep job's process group under srun: the same in every task (rank) of the job,
+    a different one for each job of the sweep.
+
+    Lightning's SLURM default (``15000`` + the job id's last 4 digits, or a ``MASTER_PORT`` the script exported) is
+    one port for every job of an srun sweep; after a job whose process group was aborted (a failing rank) the next
+    job's rendezvous on that port hangs. Here: ``base`` (the ``MASTER_PORT`` exported before the first job, else
+    20000) plus a hash of the SLURM job and step ids and ``job_key`` (the job's directory) modulo 10000, so every
+    rank, which runs the same jobs in the same directories, derives the same port without talking to the others.
+    """
+    step = env.get("SLURM_STEP_ID", env.get("SLURM_STEPID", ""))
+    digest = hashlib.sha1(f"{env.get('SLURM_JOB_ID', '')}.{step}.{job_key}".encode()).hexdigest()
+    base = 20000 if base is None or not 1024 <= int(base) <= 65535 - 10000 else int(base)
+    return base + int(digest, 16) % 10000

@@ -133,6 +133,7 @@ class VSRDataModule(LightningDataModule):
         self.data_val: VSRTestDataset | None = None
         self.data_test: VSRTestDataset | None = None
         self._roots: dict[str, Path] | None = None
+        self._test_clips: list = []
         self._train_sampler: ResumableSampler | None = None
         self._sampler_state: dict | None = None  # from a checkpoint, applied by train_dataloader()
 
@@ -198,6 +199,15 @@ class VSRDataModule(LightningDataModule):
             centre_only=self.centre_only,
         )
 
+    def prepare_data(self) -> None:
+        """Only that ``data.root`` exists (Lightning calls this before it starts the loggers: a missing root then
+        ends the run with its one error line before a W&B run is made); the clips are checked in ``setup``."""
+        if self.name == "builtin":
+            return
+        from lgfn.data.layouts import FOLDER_LAYOUT, PAIRED_LAYOUT, VIMEO_LAYOUT, _require_root
+
+        _require_root(self.root, {"folder": FOLDER_LAYOUT, "vimeo90k": VIMEO_LAYOUT}.get(self.name, PAIRED_LAYOUT))
+
     def setup(self, stage: str | None = None) -> None:
         """Discover and check every clip of the needed splits (missing files, sizes, window length)."""
         if stage == "fit" and self.name in _TEST_ONLY:
@@ -206,9 +216,9 @@ class VSRDataModule(LightningDataModule):
             test = self._clips("test")
             self.test_groups = test.groups
             self.data_test = self._test_dataset(test)
+            self._test_clips = test.clips
             if not self._holds_out():
-                val_clips = test.clips[: self.val_max_clips] if self.val_max_clips else test.clips
-                self.data_val = self._test_dataset(ClipSet(clips=val_clips))
+                self._validate_on_test_clips()
             log.info(
                 "%s test set: %d clips, %d targets, LR %s",
                 self.test_name,
@@ -220,7 +230,13 @@ class VSRDataModule(LightningDataModule):
         if needs_train and self.name not in _TEST_ONLY and self.data_train is None:
             train = self._clips("train")
             train_clips = train.clips
-            if self._holds_out():
+            if self._holds_out() and self.name == "folder" and self.val_holdout >= len(train_clips):
+                # A folder too small to hold clips out: say so, and validate on the test clips.
+                log.warning("data=folder has %d training clip(s), too few to hold data.val_holdout=%d out for "
+                            "validation: validating on the TEST clips instead, so test_ckpt=best selects on the test "
+                            "set (add clips, or set test_ckpt=last)", len(train_clips), self.val_holdout)
+                self._validate_on_test_clips(warn=False)
+            elif self._holds_out():
                 train_clips, held = self._split_holdout(train_clips)
                 held = held[: self.val_max_clips] if self.val_max_clips else held
                 self.data_val = self._test_dataset(ClipSet(clips=held))
@@ -237,6 +253,17 @@ class VSRDataModule(LightningDataModule):
                 cache_frames=self.cache_frames,
                 centre_only=self.centre_only,
             )
+
+    def _validate_on_test_clips(self, warn: bool = True) -> None:
+        """Validation on the first ``val_max_clips`` test clips (``val_holdout: null``); for data=folder with its own
+        train/ and test/ clips that is model selection on the test set, which is said loudly."""
+        clips = self._test_clips
+        self.data_val = self._test_dataset(ClipSet(clips=clips[: self.val_max_clips] if self.val_max_clips else clips))
+        split = self.name == "folder" and self._split_roots()["train"] != self._split_roots()["test"]
+        if warn and split:
+            log.warning("data=folder validates on its TEST clips (data.val_holdout=null): val/psnr and test_ckpt=best "
+                        "then select on the test set; set data.val_holdout=N to validate on N training clips held "
+                        "out of training")
 
     def _holds_out(self) -> bool:
         return self.val_holdout is not None and self.name not in _TEST_ONLY
@@ -290,10 +317,14 @@ class VSRDataModule(LightningDataModule):
         if self.data_train is None:
             self.setup("fit")
         self._train_sampler = ResumableSampler(self.data_train, seed=self.sampler_seed)
+        batch_size = self.train_batch_size(report=True)
         if self._sampler_state is not None:
-            self._train_sampler.load_state_dict(self._sampler_state)
+            state = dict(self._sampler_state)
+            if state.get("consumed") is not None:  # the global position: the rest is dealt over this run's ranks
+                state["len_offset"] = int(state.get("batches", 0)) * batch_size
+            self._train_sampler.load_state_dict(state)
             self._sampler_state = None
-        return self._loader(self.data_train, batch_size=self.train_batch_size(report=True), sampler=self._train_sampler)
+        return self._loader(self.data_train, batch_size=batch_size, sampler=self._train_sampler)
 
     def train_batch_size(self, report: bool = False) -> int:
         """The per-rank training batch: ``data.batch_size``, or ``data.global_batch_size`` split over the ranks and
@@ -314,8 +345,9 @@ class VSRDataModule(LightningDataModule):
             raise ValueError(f"data.global_batch_size={self.global_batch_size} is not a multiple of {ranks} ranks x "
                              f"{accumulate} accumulated batches")
         if report and ranks * accumulate > 1 and trainer.is_global_zero:
-            log.warning("global batch %d = %d per rank x %d ranks x %d accumulated (data.global_batch_size)",
-                        self.global_batch_size, per_rank, ranks, accumulate)
+            # the recipe's batch, kept: nothing for the user to act on (debug, not a warning)
+            log.debug("global batch %d = %d per rank x %d ranks x %d accumulated (data.global_batch_size)",
+                      self.global_batch_size, per_rank, ranks, accumulate)
         return per_rank
 
     def val_dataloader(self) -> DataLoader:
@@ -336,7 +368,8 @@ class VSRDataModule(LightningDataModule):
         return mix_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)), self.seed)
 
     def state_dict(self) -> dict:
-        """The train sampler's position at a checkpoint: (epoch, samples this rank already used in it).
+        """The train sampler's position at a checkpoint: the epoch, and the samples of its permutation that all ranks
+        together already used (``consumed``: restored on any number of ranks), with this rank's own count.
 
         Read from the trainer's loop counters, not from the sampler: loaders prefetch ahead of training.
         """
@@ -347,7 +380,12 @@ class VSRDataModule(LightningDataModule):
         epoch, done = trainer.current_epoch, fit.epoch_loop.batch_progress.current.processed
         if done >= trainer.num_training_batches:  # saved at the end of an epoch: the next one starts afresh
             epoch, done = epoch + 1, 0
-        return {"train_sampler": {"epoch": epoch, "start": done * self.train_batch_size()}}
+        # The epoch's global position (samples of its permutation all ranks used: rank r takes r, r + W, ...), so
+        # a resume on any number of ranks continues it; "start" (this rank's) for checkpoints of older versions.
+        batch = self.train_batch_size()
+        consumed = min(len(self.data_train), done * batch * trainer.world_size) if self.data_train is not None else 0
+        return {"train_sampler": {"epoch": epoch, "start": done * batch, "consumed": consumed, "batches": done,
+                                  "world_size": trainer.world_size}}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._sampler_state = state_dict.get("train_sampler")

@@ -261,41 +261,76 @@ class ResumableSampler(DistributedSampler):
     flips do not depend on the process, the worker or what ran before: a run resumed from a checkpoint sees
     exactly the batches an uninterrupted run would. Under DDP each rank takes every ``num_replicas``-th index
     of the padded permutation (as ``DistributedSampler``; being one, Lightning does not replace it).
-    ``len()`` stays the whole epoch's share even when resuming (Lightning counts the skipped batches as done).
+
+    **Resuming.** ``start``: this rank's position in its own share (the same world size only). ``consumed``: the
+    epoch's *global* position, the number of the permutation's samples all ranks together used (ranks take
+    positions ``r, r + W, ...`` so ``k`` batches of ``b`` on ``W`` ranks used the first ``k * b * W``): the rest of
+    the permutation is dealt over *this* run's ranks, whatever their number, so a resume on another world size
+    neither repeats nor skips a sample. ``len()`` is ``len_offset`` (the batches Lightning counts as done, times
+    the batch size) plus what is left, so the epoch ends where its samples do.
     """
 
     def __init__(self, dataset, seed: int = 0, num_replicas: int | None = None, rank: int | None = None,
-                 epoch: int = 0, start: int = 0) -> None:
+                 epoch: int = 0, start: int = 0, consumed: int | None = None, len_offset: int = 0) -> None:
         if num_replicas is None or rank is None:
             dist = torch.distributed.is_available() and torch.distributed.is_initialized()
             num_replicas = torch.distributed.get_world_size() if dist else 1
             rank = torch.distributed.get_rank() if dist else 0
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
-        if start < 0:
-            raise ValueError(f"ResumableSampler: start must be >= 0, got {start}")
+        if start < 0 or (consumed is not None and consumed < 0):
+            raise ValueError(f"ResumableSampler: start / consumed must be >= 0, got {start} / {consumed}")
         self.epoch, self.start = int(epoch), int(start)
+        self.consumed = None if consumed is None else min(int(consumed), len(self.dataset))
+        self.len_offset = int(len_offset)
 
     def set_epoch(self, epoch: int) -> None:
         # Lightning calls this after the resumed iterator was made; the skip holds until the epoch changes.
         if epoch != self.epoch:
-            self.start = 0
+            self.start, self.consumed, self.len_offset = 0, None, 0
         self.epoch = int(epoch)
+
+    def _permutation(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        return torch.randperm(len(self.dataset), generator=g).tolist()
 
     def order(self, epoch: int) -> list[int]:
         """This rank's indices for ``epoch`` (padded like DistributedSampler so all ranks get equal shares)."""
-        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
-        perm = torch.randperm(len(self.dataset), generator=g).tolist()
+        perm = self._permutation(epoch)
         while len(perm) < self.total_size:
             perm += perm[: self.total_size - len(perm)]
         return perm[self.rank : self.total_size : self.num_replicas]
 
+    def _rest(self, epoch: int) -> list[int]:
+        """This rank's share of what is left of ``epoch`` after ``consumed`` samples (padded from the permutation's
+        start, as DistributedSampler pads, so every rank gets as many)."""
+        perm = self._permutation(epoch)
+        rest = perm[self.consumed:]
+        size = -(-len(rest) // self.num_replicas) * self.num_replicas
+        pad = perm[: size - len(rest)]
+        while len(rest) + len(pad) < size:  # fewer samples than ranks
+            pad += perm[: size - len(rest) - len(pad)]
+        return (rest + pad)[self.rank : size : self.num_replicas]
+
+    def _indices(self) -> list[int]:
+        if self.consumed is not None:
+            return self._rest(self.epoch)
+        return self.order(self.epoch)[self.start:]
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch, start = self.epoch, self.start
-        for index in self.order(epoch)[start:]:
+        epoch = self.epoch
+        for index in self._indices():
             yield index, mix_seed(self.seed, epoch, index)
 
+    def __len__(self) -> int:
+        if self.consumed is not None:
+            return self.len_offset + len(self._indices())
+        return super().__len__()  # the whole epoch's share (Lightning counts the skipped batches as done)
+
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "start": self.start}
+        return {"epoch": self.epoch, "start": self.start, "consumed": self.consumed}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.start = int(state["epoch"]), int(state["start"])
+        self.epoch, self.start = int(state["epoch"]), int(state.get("start", 0))
+        consumed = state.get("consumed")
+        self.consumed = None if consumed is None else min(int(consumed), len(self.dataset))
+        self.len_offset = int(state.get("len_offset", 0))

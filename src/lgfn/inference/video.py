@@ -51,6 +51,22 @@ class VideoInfo:
     height: int
     width: int
     names: list[str] = field(default_factory=list)  # frame stems (folder input)
+    # What the container says it holds (its frame count, else its duration x fps); None: it does not say (folders).
+    declared_frames: int | None = None
+    declared_exact: bool = False  # the count is the container's own (not estimated from its duration)
+
+    def shortfall(self) -> str | None:
+        """A sentence when the frames that can be decoded are not what the container declares, else None.
+
+        An estimate from the duration may be off by one frame (rounding); a declared count must match exactly.
+        """
+        if self.declared_frames is None:
+            return None
+        if abs(self.declared_frames - self.num_frames) <= (0 if self.declared_exact else 1):
+            return None
+        damaged = " (the file looks truncated or damaged)" if self.num_frames < self.declared_frames else ""
+        return (f"{self.path}: {self.num_frames} frames could be decoded but its container declares "
+                f"{self.declared_frames}{damaged}")
 
 
 def _note_once(notes: set, key: str, message: str) -> None:
@@ -101,13 +117,25 @@ def _image_size(path: Path) -> tuple[int, int]:
     return h, w
 
 
+def av_reason(e: BaseException) -> str:
+    """What went wrong, in words, from a PyAV / FFmpeg error: without its ``[Errno N]`` and the file name it adds."""
+    import re
+
+    text = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [""])[0] or type(e).__name__
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(text))
+    text = re.sub(r"""(: '[^']*'|: "[^"]*")+$""", "", text)  # ": 'clip.mp4'": the path is named by the caller
+    if text.lower().startswith("invalid data found"):
+        return "it is not a video FFmpeg can decode, or it is damaged (invalid data)"
+    return text[:1].lower() + text[1:]
+
+
 def _open_video(path: Path):
     import av
 
     try:
         container = av.open(str(path))
     except Exception as e:  # PyAV raises many error types (InvalidDataError, FFmpegError, ...)
-        raise ValueError(f"cannot read video {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ValueError(f"cannot read video {path}: {av_reason(e)}") from None
     if not container.streams.video:
         container.close()
         raise ValueError(f"{path} has no video stream")
@@ -141,12 +169,28 @@ def probe(path: str | os.PathLike) -> VideoInfo:
                 if packet.size:
                     count += 1
         except Exception as e:
-            raise ValueError(f"corrupt video {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise ValueError(f"corrupt video {path}: {av_reason(e)}") from None
+        declared, exact = _declared_frames(container, stream, fps)
     finally:
         container.close()
     if count == 0 or not h or not w:
         raise ValueError(f"video {path} has no frames")
-    return VideoInfo(path, "video", Fraction(fps) if fps else None, count, h, w)
+    return VideoInfo(path, "video", Fraction(fps) if fps else None, count, h, w, declared_frames=declared,
+                     declared_exact=exact)
+
+
+def _declared_frames(container, stream, fps) -> tuple[int | None, bool]:
+    """The container's frame count (mp4, mov: exact), else its duration x fps (mkv, avi: an estimate), else None."""
+    if stream.frames:
+        return int(stream.frames), True
+    seconds = None
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration:
+        seconds = container.duration / 1_000_000  # AV_TIME_BASE
+    if not seconds or not fps:
+        return None, False
+    return round(seconds * float(fps)), False
 
 
 def read_frames(info: VideoInfo, ahead: int = 0) -> Iterator[np.ndarray]:
@@ -184,7 +228,7 @@ def _decode_frames(info: VideoInfo) -> Iterator[np.ndarray]:
         except Exception as e:
             if isinstance(e, GeneratorExit):
                 raise
-            raise ValueError(f"corrupt video {info.path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise ValueError(f"corrupt video {info.path}: {av_reason(e)}") from None
     finally:
         container.close()
 
@@ -297,6 +341,10 @@ def check_output(path: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] 
       when it holds nothing but frame images (an earlier run's output), never other files or folders.
     """
     path = Path(path)
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise ValueError(f"{label} {path}: {blocker} is a file, not a folder, so nothing can be written under it; "
+                         f"choose another {label}")
     video = is_video_path(path)
     if not video and path.suffix and not path.is_dir():
         raise ValueError(
@@ -323,6 +371,29 @@ def check_output(path: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] 
                              f"{', ...' if len(other) > 3 else ''}): not replacing it, even with --overwrite")
 
 
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The first folder of ``path`` (one of its parents) that exists as something other than a folder, or None."""
+    for parent in reversed(Path(path).parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
+
+
+def unwritable_reason(e: OSError, folder: Path) -> str:
+    """Why nothing could be written in ``folder``, in words, without the temporary name that was tried."""
+    import errno
+
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to write in {folder}"
+    if e.errno == errno.EROFS:
+        return f"{folder} is on a read-only file system"
+    if e.errno == errno.ENOSPC:
+        return f"no space left on the device of {folder}"
+    if e.errno == errno.ENOENT and folder.is_dir():  # /proc, /sys: folders that take no new files
+        return f"{folder} does not accept new files"
+    return f"cannot write in {folder} ({(e.strerror or type(e).__name__).lower()})"
+
+
 class FrameWriter:
     """Write H x W x 3 uint8 frames to a video (libx264, yuv420p) or a PNG folder; ``commit`` publishes.
 
@@ -340,17 +411,20 @@ class FrameWriter:
         self.names = names
         self.count = 0
         check_output(self.path, inputs, overwrite)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.video = is_video_path(self.path)
         self._container = None
         self._stream = None
         self._crf = crf
-        if self.video:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
-            os.close(fd)
-            self.tmp = Path(tmp)
-        else:
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.video:
+                fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
+                os.close(fd)
+                self.tmp = Path(tmp)
+            else:
+                self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
+        except OSError as e:  # the temporary name is ours, not the user's: name their OUTPUT and its folder
+            raise ValueError(f"OUTPUT {self.path}: {unwritable_reason(e, self.path.parent)}") from None
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -485,5 +559,5 @@ class FrameWriter:
             raise
 
 
-__all__ = ["DEFAULT_FPS", "VIDEO_EXTENSIONS", "FrameWriter", "ReadAhead", "VideoInfo", "check_output",
-           "is_video_path", "probe", "read_frames", "same_path"]
+__all__ = ["DEFAULT_FPS", "VIDEO_EXTENSIONS", "FrameWriter", "ReadAhead", "VideoInfo", "av_reason", "check_output",
+           "file_in_the_way", "is_video_path", "probe", "read_frames", "same_path", "unwritable_reason"]

@@ -76,7 +76,7 @@ def prepare_for_inference(
     """`net` in eval mode, with channels_last weights and/or compiled (see `CompiledOrEager`).
 
     channels_last keeps every parameter value (only strides change); the output equals the default
-    layout's up to float rounding (pinned by tests/test_perf_equivalence.py).
+    layout's up to float rounding (pinned by tests/models/test_inference_speed.py).
     """
     net = net.eval()
     if channels_last:

@@ -13,7 +13,7 @@ a = -0.5, same coordinate mapping, but a different border treatment and uint8 cl
 each 1-D pass) on skimage's astronaut photo cropped to 256x448 and downscaled 4x, both rounded to
 8 bits, in 0-255 units: max |diff| 16 (on the outermost two LR rows/columns: borders), interior max 3
 and mean 0.10 (PIL's clamped intermediate pass); mimicking PIL's per-pass clamp+round brings the
-interior to max 1. See tests/test_degradation.py.
+interior to max 1. See tests/protocol/test_degradation.py.
 
 BD (DUF / BasicSR ``duf_downsample``): 13x13 Gaussian blur with sigma 0.4 * scale (1.6 for 4x),
 reflect padding (edge not repeated, ``torch.nn.functional.pad(mode="reflect")``), then every
@@ -168,7 +168,7 @@ def degrade_crop(
     the same weights (the matrices' interior rows are shifted copies, computed exactly; the frame's own
     border rows are rebuilt identically when the region touches the border), so the result differs
     from the whole-frame one only by float32 summation order inside the matmuls: at most a few ulps
-    (tests/test_degradation.py measures <= 1.2e-7), which changes an 8-bit ``quantize_8bit`` value
+    (tests/protocol/test_degradation.py measures <= 1.2e-7), which changes an 8-bit ``quantize_8bit`` value
     only when a pixel lies within that distance of a rounding boundary (0 of 2.4 M pixels measured).
     """
     hr = crop_to_multiple(hr, scale)

@@ -79,8 +79,10 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 def svg_plot(xs: Sequence[float], series: Mapping[str, Sequence[float]], ylabel: str, fmt: str = "{:.2f}",
              width: int = 560, height: int = 200) -> str:
-    """An inline SVG line plot (points with hover titles); non-finite values leave gaps."""
-    left, right, top, bottom = 56, 110, 10, 34
+    """An inline SVG line plot (points with hover titles; non-finite values leave gaps) in a ``figure``, with its
+    legend below it in HTML: the legend wraps to the figure's width, so any series name fits at any page width
+    (inside the SVG's fixed viewBox a long name would be cut)."""
+    left, right, top, bottom = 56, 20, 10, 34
     pts = [v for ys in series.values() for v in ys if _finite(v)]
     if not pts or len(xs) < 2:
         return ""
@@ -96,7 +98,8 @@ def svg_plot(xs: Sequence[float], series: Mapping[str, Sequence[float]], ylabel:
     def sy(y: float) -> float:
         return top + (hi - y) / (hi - lo) * ph
 
-    out = [f'<svg class="plot" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}">',
+    out = [f'<figure class="plot" style="width:{width}px">',
+           f'<svg class="plot" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}">',
            f"<title>{html.escape(ylabel)} per frame</title>",
            f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" class="frame"/>']
     for t in _nice_ticks(lo, hi, 4):
@@ -125,10 +128,11 @@ def svg_plot(xs: Sequence[float], series: Mapping[str, Sequence[float]], ylabel:
                         f"<title>{html.escape(label)}, frame {x}: {html.escape(fmt.format(y))}</title></circle>")
         out += [f'<polyline points="{" ".join(r)}" class="{cls}"/>' for r in runs if len(r) > 1]
         out += dots
-        ly = top + 14 + 18 * i
-        out.append(f'<line x1="{left + pw + 10}" x2="{left + pw + 30}" y1="{ly - 4}" y2="{ly - 4}" class="{cls}"/>'
-                   f'<text x="{left + pw + 35}" y="{ly}">{html.escape(label)}</text>')
     out.append("</svg>")
+    keys = "".join(f'<span class="key"><i class="swatch s{i}"></i>{html.escape(label)}</span>'
+                   for i, label in enumerate(series))
+    out.append(f'<figcaption class="legend" style="margin-left:{100 * left / width:.2f}%">{keys}</figcaption>'
+               "</figure>")
     return "".join(out)
 
 
@@ -146,7 +150,16 @@ table.metrics td.na{color:#9aa8b6}.tablewrap{overflow-x:auto}
 dl.defs{color:#3b4856;font-size:13px}dl.defs dt{font-weight:600;margin-top:6px}dl.defs dd{margin:0 0 0 14px}
 section.clip{border-top:1px solid #dde3ea;padding:14px 0}
 .plots{display:flex;flex-wrap:wrap;gap:8px}
-svg.plot{font:11px sans-serif;fill:#3b4856;max-width:100%;height:auto}
+figure.plot{margin:0;max-width:100%}
+svg.plot{display:block;font:11px sans-serif;fill:#3b4856;width:100%;height:auto}
+figure.plot .legend{display:flex;flex-wrap:wrap;gap:2px 14px;font:12px sans-serif;color:#3b4856;margin-top:2px}
+figure.plot .key{min-width:0;max-width:100%;overflow-wrap:anywhere}
+figure.plot .swatch{display:inline-block;width:18px;height:0;border-top:2px solid;vertical-align:middle;
+ margin-right:5px}figure.plot .swatch.s0{border-color:#d9480f}figure.plot .swatch.s1{border-color:#1c7ed6}
+h1,.sub,h3{overflow-wrap:anywhere}
+.cmp .controls label{max-width:100%}.cmp select{max-width:calc(100vw - 110px)}
+.cmp .tag{max-width:42%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.thumbs figure{min-width:0;max-width:100%}.thumbs figcaption{overflow-wrap:anywhere}
 svg.plot .frame{fill:#fbfcfd;stroke:#c5cfd9}svg.plot .grid{stroke:#e6ebf0}svg.plot .axis{stroke:#9aa8b6}
 svg.plot polyline,svg.plot line.s0,svg.plot line.s1{fill:none;stroke-width:2}
 svg.plot .s0{stroke:#d9480f;fill:#d9480f}svg.plot .s1{stroke:#1c7ed6;fill:#1c7ed6}
@@ -208,11 +221,18 @@ SCRIPT = """
 
 
 def _comparison(sample: Mapping[str, Any], model_name: str, uid: str) -> str:
-    kinds = [k for k in KINDS if k in sample]
-    first = np.asarray(sample[kinds[0]])
+    labels = {**LABELS, "sr": model_name}
+    images: dict[str, Any] = {}
+    for k in KINDS:
+        if k == "sr":  # baselines=[...] (lgfn.app.baselines): their crops of the same frame, before the model's
+            for i, (label, crop) in enumerate((sample.get("baselines") or {}).items()):
+                images[f"baseline{i}"], labels[f"baseline{i}"] = crop, str(label)
+        if k in sample:
+            images[k] = sample[k]
+    kinds = list(images)
+    first = np.asarray(images[kinds[0]])
     h, w = first.shape[:2]
     zoom = max(1, min(4, 384 // max(w, 1)))  # small crops shown at 2-4x, pixels kept sharp
-    labels = {**LABELS, "sr": model_name}
     default_left, default_right = "bicubic", "sr"
 
     def options(selected: str) -> str:
@@ -221,7 +241,7 @@ def _comparison(sample: Mapping[str, Any], model_name: str, uid: str) -> str:
 
     thumbs = "".join(
         f'<figure><img class="thumb" data-kind="{k}" alt="{html.escape(labels[k])}" width="{w}" height="{h}" '
-        f'src="{png_data_uri(sample[k])}"><figcaption>{html.escape(labels[k])}</figcaption></figure>'
+        f'src="{png_data_uri(images[k])}"><figcaption>{html.escape(labels[k])}</figcaption></figure>'
         for k in kinds
     )
     where = ""
@@ -264,15 +284,31 @@ def _table(result: Mapping[str, Any], model_name: str) -> str:
         if paper:
             groups.append(("paper Bicubic", [(m.upper(), lambda s, n, m=m: ["paper", *row_path(s, n, "Bicubic", m)])
                                              for m in ("psnr", "ssim")]))
+    # baselines=[bicubic,basicvsr] (lgfn.app.baselines): a column group per baseline before the model's (the
+    # bicubic baseline is the Bicubic group), and the gain and tOF columns per model.
+    base = {b: v for b, v in (result.get("baselines") or {}).items() if not (baseline_only and b == "bicubic")}
+    blabel = {b: str(v.get("model", b)) for b, v in base.items()}
+    for b in base:
+        if b != "bicubic":
+            groups.append((blabel[b], [(m.upper(), lambda s, n, m=m, b=b: ["baselines", b, *row_path(s, n, m)])
+                                       for m in ("psnr", "ssim")]))
     groups.append((model_name, [(m.upper(), lambda s, n, m=m: row_path(s, n, m)) for m in ("psnr", "ssim")]))
     if paper:
         method = "Bicubic" if baseline_only else "LGFN"
         groups.append((f"paper {method}", [(m.upper(), lambda s, n, m=m, method=method:
                                             ["paper", *row_path(s, n, method, m)]) for m in ("psnr", "ssim")]))
     extra = []
-    if has["temporal_gain"]:
+    if base:
+        for key, title in (("temporal_gain", "gain (dB)"), ("tof", "tOF")):
+            for b in base:
+                if key in (base[b].get("average") or {}):
+                    extra.append((f"{title} {blabel[b]}", lambda s, n, b=b, key=key:
+                                  ["baselines", b, *row_path(s, n, key)]))
+            if has[key]:
+                extra.append((f"{title} {model_name}", lambda s, n, key=key: row_path(s, n, key)))
+    elif has["temporal_gain"]:
         extra.append(("gain (dB)", lambda s, n: row_path(s, n, "temporal_gain")))
-    if has["tof"]:
+    if has["tof"] and not base:
         if bic_tof and not baseline_only:
             extra.append(("tOF bicubic", lambda s, n: ["bicubic", *row_path(s, n, "tof")]))
         extra.append((f"tOF {model_name}" if not baseline_only else "tOF", lambda s, n: row_path(s, n, "tof")))

@@ -88,6 +88,10 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
+        from lgfn.cluster.ddp import process_rank
+
+        if process_rank() != 0:  # under srun every rank runs the sweep: global rank 0 alone writes and reports it
+            return
         path = write_summary(sweep_dir)
         rows = collect(sweep_dir)
         failed = [r["job"] for r in rows if r["status"] != "ok"]

@@ -56,19 +56,32 @@ def format_table(result: dict, model_name: str = "LGFN", paper: dict | None = No
     if paper is None:
         paper = result.get("paper") or published(result)
     baseline_only = model_name == "Bicubic" or model_name.startswith("Bicubic ")
+    # baselines=[bicubic,basicvsr] (lgfn.app.baselines): a column per baseline, and with them the gain and tOF
+    # columns come per model. The bicubic baseline is the Bicubic column itself.
+    base = {n: b for n, b in (result.get("baselines") or {}).items() if not (baseline_only and n == "bicubic")}
+    others = [n for n in base if n != "bicubic"]
+    labels = {n: str(b.get("model", n)) for n, b in base.items()}
     rows_with_gain = [*clips.values(), result.get("average", {}), *result.get("groups", {}).values()]
     show_gain = any("temporal_gain" in (v or {}) for v in rows_with_gain)
     show_tof = any("tof" in (v or {}) for v in rows_with_gain)
+    base_gain = [n for n in base if "temporal_gain" in (base[n].get("average") or {})]
+    base_tof = [n for n in base if "tof" in (base[n].get("average") or {})]
 
-    # Each row: (name, frames, measured bicubic, measured model, published row).
-    rows: list[tuple[str, str, Mapping | None, Mapping | None, Mapping | None]] = []
+    # Each row: (name, frames, measured bicubic, measured model, published row, where in metrics.json).
+    rows: list[tuple] = []
     paper_clips = (paper or {}).get("clips", {})
     for clip, vals in clips.items():
-        rows.append((clip, str(vals.get("frames", "")), bic.get("clips", {}).get(clip), vals, paper_clips.get(clip)))
+        rows.append((clip, str(vals.get("frames", "")), bic.get("clips", {}).get(clip), vals, paper_clips.get(clip),
+                     ("clips", clip)))
     frames = sum(v.get("frames", 0) for v in clips.values())
-    average = ("Average", str(frames), bic.get("average"), result["average"], (paper or {}).get("average"))
-    groups = [(g, "", bic.get("groups", {}).get(g), vals, (paper or {}).get("groups", {}).get(g))
+    average = ("Average", str(frames), bic.get("average"), result["average"], (paper or {}).get("average"),
+               ("average",))
+    groups = [(g, "", bic.get("groups", {}).get(g), vals, (paper or {}).get("groups", {}).get(g), ("groups", g))
               for g, vals in result.get("groups", {}).items()]
+
+    def baseline(r: tuple, name: str) -> Mapping | None:
+        section = base[name]
+        return section.get("average") if r[5][0] == "average" else (section.get(r[5][0]) or {}).get(r[5][1])
 
     width = max([len("Average"), *(len(r[0]) for r in (*rows, *groups))])
     model_w = max(15, len(model_name))
@@ -84,14 +97,30 @@ def format_table(result: dict, model_name: str = "LGFN", paper: dict | None = No
         if paper:
             columns += [("paper Bicubic", 13, lambda r: _cell((r[4] or {}).get("Bicubic"))),
                         ("diff", 14, lambda r: _diff(r[2], (r[4] or {}).get("Bicubic")))]
+    baseline_columns = [(labels[n], max(15, len(labels[n])), lambda r, n=n: _cell(baseline(r, n))) for n in others]
+    if baseline_only:
+        columns += baseline_columns
+    else:
+        columns += baseline_columns
         columns.append((model_name, model_w, lambda r: _cell(r[3])))
         if paper:
             columns += [("paper LGFN", 13, lambda r: _cell((r[4] or {}).get("LGFN"))),
                         ("diff", 14, lambda r: _diff(r[3], (r[4] or {}).get("LGFN")))]
-    if show_gain:
-        columns.append(("gain", 6, lambda r: _gain(r[3])))
-    if show_tof:
-        columns.append(("tOF", 6, lambda r: _tof(r[3])))
+    if base:
+        for n in base_gain:
+            columns.append((f"gain {labels[n]}", max(6, len(labels[n]) + 5), lambda r, n=n: _gain(baseline(r, n))))
+        if show_gain:
+            columns.append((f"gain {model_name}", max(6, len(model_name) + 5), lambda r: _gain(r[3])))
+        for n in base_tof:
+            columns.append((f"tOF {labels[n]}", max(6, len(labels[n]) + 4), lambda r, n=n: _tof(baseline(r, n))))
+        if show_tof:
+            columns.append((f"tOF {model_name}", max(6, len(model_name) + 4), lambda r: _tof(r[3])))
+        show_gain, show_tof = show_gain or bool(base_gain), show_tof or bool(base_tof)
+    else:
+        if show_gain:
+            columns.append(("gain", 6, lambda r: _gain(r[3])))
+        if show_tof:
+            columns.append(("tOF", 6, lambda r: _tof(r[3])))
 
     def line(cells: list[str]) -> str:
         return " | ".join(f"{c:<{-w}}" if w < 0 else f"{c:>{w}}" for c, (_, w, _) in zip(cells, columns, strict=True))

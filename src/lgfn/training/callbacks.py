@@ -3,10 +3,13 @@ and by wall time, the console's progress bar and model summary."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +24,74 @@ from lightning.pytorch.utilities.model_summary.model_summary import (
 from lgfn.models.complexity import gflops_per_frame
 
 
-class SaveOnSignal(L.Callback):
-    """Save ``last.ckpt`` at the batch boundary after a stop signal: SIGTERM (exit 128 + 15), or the pre-emption /
-    time-out signal of a submitit job (USR2; submitit then requeues the job, which resumes from that file).
+def at_step_boundary(trainer: L.Trainer) -> bool:
+    """Whether the training batch that just ended (``on_train_batch_end``) completed an optimiser step: always
+    without gradient accumulation; with ``accumulate_grad_batches=k`` only after the k-th micro-batch of a window
+    (or the epoch's last batch). A checkpoint, an EMA update or a stop belongs only there: mid-window the
+    accumulated gradient is in no checkpoint, and a resume from there would lose it."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    should_accumulate = getattr(loop, "_should_accumulate", None)
+    if should_accumulate is None:
+        return True
+    try:
+        return not should_accumulate()
+    except Exception:  # noqa: BLE001 - another Lightning layout: every batch is a step
+        return True
 
-    **SIGTERM.** Lightning's own SIGTERM handler only sets a flag; its loops raise ``SIGTERMException`` (a
-    ``SystemExit`` with status 0) once the current training batch is done, so the state saved here is a
-    consistent one (no half-applied optimizer step). Resume with ``ckpt_path=<that file>`` (or re-run in the same
-    directory: ``auto_resume``).
+
+# How the entry point resumes a run from a checkpoint (the exact command line): registered by lgfn.app.task, since
+# the training package knows no entry point. Without one: the ckpt_path= override alone.
+_resume_command: list[Callable[[Path | str], str]] = []
+
+
+def set_resume_command(fn: Callable[[Path | str], str]) -> None:
+    _resume_command[:] = [fn]
+
+
+def resume_command(path: Path | str) -> str:
+    """The command that resumes this run from ``path`` (see :func:`set_resume_command`)."""
+    for fn in _resume_command:
+        with contextlib.suppress(Exception):
+            return fn(path)
+    return f"ckpt_path={path}"
+
+
+def _global_rank(trainer: L.Trainer | None = None) -> int:
+    """This process's global rank: the trainer's, else the launcher's environment (torchrun, srun, Lightning)."""
+    if trainer is not None:
+        with contextlib.suppress(Exception):
+            return int(trainer.global_rank)
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"])
+    if "SLURM_PROCID" in env and env.get("SLURM_STEP_ID", env.get("SLURM_STEPID")) not in (None, "batch", "extern"):
+        return int(env["SLURM_PROCID"])
+    return int(env.get("LOCAL_RANK", 0) or 0) if "WORLD_SIZE" in env else 0
+
+
+class SaveOnSignal(L.Callback):
+    """Save ``last.ckpt`` at the next optimiser-step boundary after a stop signal: SIGTERM (exit 128 + 15), Ctrl-C
+    (SIGINT, exit 128 + 2; a second Ctrl-C aborts at once, saving nothing), or the pre-emption / time-out signal
+    of a submitit job (USR2; submitit then requeues the job, which resumes from that file).
+
+    **SIGTERM and Ctrl-C.** During ``fit`` the signal only sets a flag here. At the end of the next batch that
+    completes an optimiser step (:func:`at_step_boundary`: with ``accumulate_grad_batches=k`` the k-th
+    micro-batch of the window, so the checkpoint never misses part of a window's gradient), every rank agrees
+    (any rank that saw a signal counts), Lightning's loop stops (``SIGTERMException``), ``last.ckpt`` is saved, and
+    rank 0 prints the exact command that resumes the run (:func:`resume_command`: this run's overrides,
+    ``ckpt_path=`` and the same run directory).
 
     **submitit** (``hydra/launcher=submitit_slurm`` / ``submitit_local``). submitit's own handler for its signal
     would requeue at once, mid-step, and with nothing saved the requeued job would start again from step 0.
-    During ``fit`` the signal only sets a flag here; at the end of the current batch every rank agrees
-    (any rank that saw it counts), ``last.ckpt`` is saved, and rank 0 hands over to submitit's handler, which
-    requeues the same job. The requeued job runs in the same directory and resumes from its own ``last.ckpt``
-    (``lgfn.cluster.job_dir.resume_path``), logging to the same W&B run (``lgfn.training.loggers.wandb_run_id``).
+    During ``fit`` the signal only sets a flag here; at the next step boundary every rank agrees, ``last.ckpt`` is
+    saved, and rank 0 hands over to submitit's handler, which requeues the same job. The requeued job runs in the
+    same directory and resumes from its own ``last.ckpt`` (``lgfn.cluster.job_dir.resume_path``), logging to the
+    same W&B run (``lgfn.training.loggers.wandb_run_id``).
 
     The file is written through the trainer's checkpoint I/O, atomically with ``AtomicCheckpointIO``.
     """
+
+    INTERRUPT_EXIT_CODE = 128 + signal.SIGINT
 
     def __init__(self, filename: str | None = None, exit_code: int = 128 + signal.SIGTERM) -> None:
         super().__init__()
@@ -47,6 +100,10 @@ class SaveOnSignal(L.Callback):
         self.saved_path: Path | None = None
         self._preempt_signal: int | None = None  # the submitit signal, once received
         self._submitit_handler: Any = None
+        self._stop_signal: int | None = None  # SIGTERM or SIGINT received during fit
+        self._requeue_signal: int | None = None  # SLURM's requeue signal (SIGUSR1), where this callback handles it
+        self._handlers: dict[int, Any] = {}  # the handlers replaced during fit
+        self._trainer: L.Trainer | None = None
 
     def checkpoint_path(self, trainer: L.Trainer) -> Path:
         """Where the checkpoint goes: ModelCheckpoint's dirpath/last.ckpt, else <default_root_dir>/checkpoints."""
@@ -65,26 +122,118 @@ class SaveOnSignal(L.Callback):
         return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_signal, self._preempt_signal, self._requeue_signal = None, None, None
+        self._trainer = trainer
+        if threading.current_thread() is not threading.main_thread():
+            return
+        # Lightning restores every handler it found at the start of the run when it ends (teardown); so does this.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._handlers[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._note_stop)
+        requeue = getattr(trainer.strategy, "slurm_requeue_signal", None)
+        if requeue is not None:
+            # trainer=ddp in an sbatch script without srun: Lightning starts the ranks, and its own SLURM requeue
+            # handler is not installed; the same requeue (hpc checkpoint, scontrol requeue) at a step boundary.
+            self._handlers[requeue] = signal.getsignal(requeue)
+            signal.signal(requeue, self._note_requeue)
         signum = self.submitit_signal()
         if signum is None:
             return
-        # Lightning restores every handler it found at the start of the run when it ends, submitit's included.
         self._submitit_handler = signal.getsignal(signum)
-        self._preempt_signal = None
         signal.signal(signum, self._note_preemption)
+
+    def _note_stop(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self._stop_signal == signal.SIGINT:  # the second Ctrl-C: at once
+            print(f"rank {_global_rank(self._trainer)}: second Ctrl-C: aborted without saving", file=sys.stderr,
+                  flush=True)
+            os._exit(self.INTERRUPT_EXIT_CODE)
+        if self._stop_signal != signal.SIGINT:
+            self._stop_signal = signum
+        if _global_rank(self._trainer) == 0:
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            again = " (Ctrl-C again aborts at once)" if signum == signal.SIGINT else ""
+            print(f"{name}: saving last.ckpt at the end of this optimiser step, then stopping{again}",
+                  file=sys.stderr, flush=True)
+
+    def _note_requeue(self, signum: int, frame: Any) -> None:
+        self._requeue_signal = signum
+        print(f"rank {_global_rank(self._trainer)}: {signal.Signals(signum).name}: saving an hpc checkpoint at the "
+              "end of this optimiser step, then requeueing the SLURM job", file=sys.stderr, flush=True)
+
+    def _slurm_requeue(self, trainer: L.Trainer) -> None:
+        """Lightning's SLURM auto-requeue, at a step boundary and on every rank together: ``hpc_ckpt_<n>.ckpt`` in
+        the run directory (the requeued job resumes from it, ``lgfn.cluster.job_dir.resume_path``), then rank 0
+        calls ``scontrol requeue``; the ranks stop once it succeeded, and train on if it did not."""
+        import subprocess
+
+        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+        trainer.save_checkpoint(path, weights_only=False)
+        self.saved_path = Path(path)
+        requeued = True
+        if trainer.is_global_zero:
+            job = os.environ.get("SLURM_JOB_ID", "")
+            if os.environ.get("SLURM_ARRAY_JOB_ID"):
+                job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+            try:
+                requeued = subprocess.call(["scontrol", "requeue", job]) == 0
+            except OSError as e:
+                print(f"scontrol requeue {job} failed: {e}", file=sys.stderr, flush=True)
+                requeued = False
+            print(f"SLURM requeue: saved {path} at step {trainer.global_step}; "
+                  + (f"requeued job {job}" if requeued else "requeue failed, training goes on"),
+                  file=sys.stderr, flush=True)
+        if trainer.world_size > 1:
+            requeued = trainer.strategy.reduce_boolean_decision(requeued, all=True)
+        self._requeue_signal = None
+        if requeued:
+            raise SystemExit(0)
 
     def _note_preemption(self, signum: int, frame: Any) -> None:
         self._preempt_signal = signum
-        print(f"rank {os.environ.get('LOCAL_RANK', 0)}: {signal.Signals(signum).name}: saving last.ckpt at the end "
-              "of this batch, then requeueing", file=sys.stderr, flush=True)
+        print(f"rank {_global_rank(self._trainer)}: {signal.Signals(signum).name}: saving last.ckpt at the end "
+              "of this optimiser step, then requeueing", file=sys.stderr, flush=True)
+
+    def _restore_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._handlers.items():
+                with contextlib.suppress(Exception):
+                    if signal.getsignal(signum) in (self._note_stop, self._note_requeue):
+                        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._handlers = {}
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore_handlers()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if self.submitit_signal() is None:
+        connector = getattr(trainer, "_signal_connector", None)
+        if not at_step_boundary(trainer):
+            # Mid-accumulation: a stop now would save without the window's gradient. Hold Lightning's own SIGTERM
+            # flag (set where its handler is still installed) until the boundary.
+            if connector is not None and connector.received_sigterm:
+                connector.received_sigterm = False
+                self._stop_signal = self._stop_signal or signal.SIGTERM
             return
+        stop = self._stop_signal is not None or bool(connector is not None and connector.received_sigterm)
+        submitit = self.submitit_signal() is not None
         preempted = self._preempt_signal is not None
-        if trainer.world_size > 1:
-            preempted = trainer.strategy.reduce_boolean_decision(preempted, all=False)
-        if not preempted:
+        if trainer.world_size > 1:  # every rank takes the same decision (any rank's signal counts)
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+            if submitit:
+                preempted = trainer.strategy.reduce_boolean_decision(preempted, all=False)
+        if stop and connector is not None:
+            connector.received_sigterm = True  # Lightning's loop stops after this batch; on_exception saves
+            self._stop_signal = self._stop_signal or signal.SIGTERM
+            return
+        if getattr(trainer.strategy, "slurm_requeue_signal", None) is not None:
+            requeue = self._requeue_signal is not None
+            if trainer.world_size > 1:
+                requeue = trainer.strategy.reduce_boolean_decision(requeue, all=False)
+            if requeue:
+                self._slurm_requeue(trainer)
+        if not (submitit and preempted):
             return
         path = self.checkpoint_path(trainer)
         trainer.save_checkpoint(path, weights_only=False)
@@ -105,11 +254,14 @@ class SaveOnSignal(L.Callback):
         path = self.checkpoint_path(trainer)
         trainer.save_checkpoint(path, weights_only=False)
         self.saved_path = path
+        interrupted = self._stop_signal == signal.SIGINT
         if trainer.is_global_zero:
-            print(f"SIGTERM: saved {path} at step {trainer.global_step}; resume with ckpt_path={path}",
+            name = "Ctrl-C" if interrupted else "SIGTERM"
+            print(f"{name}: saved {path} at step {trainer.global_step}; resume with:\n  {resume_command(path)}",
                   file=sys.stderr, flush=True)
         # SIGTERMException exits with status 0, which a scheduler would read as success.
-        exception.code = self.exit_code
+        exception.code = self.INTERRUPT_EXIT_CODE if interrupted else self.exit_code
+        self._restore_handlers()
 
 
 class PeriodicLastCheckpoint(L.Callback):
@@ -132,12 +284,14 @@ class PeriodicLastCheckpoint(L.Callback):
         self.every = every_n_train_steps
         self.every_s = 60.0 * every_n_minutes
         self._last_save = time.monotonic()
+        self._saved_step = -1
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_save = time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if trainer.sanity_checking:
+        # Only where an optimiser step completed (gradient accumulation), and once per step.
+        if trainer.sanity_checking or not at_step_boundary(trainer) or trainer.global_step == self._saved_step:
             return
         step = trainer.global_step
         due = bool(self.every) and step > 0 and step % self.every == 0
@@ -148,6 +302,7 @@ class PeriodicLastCheckpoint(L.Callback):
         if due:
             trainer.save_checkpoint(SaveOnSignal(None).checkpoint_path(trainer), weights_only=False)
             self._last_save = time.monotonic()
+            self._saved_step = step
 
 
 class StepProgressBar(RichProgressBar):
@@ -210,6 +365,25 @@ class StepProgressBar(RichProgressBar):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         return items
+
+    # Not a terminal (a log file, a pipe): rich draws each bar once, at its end, 80 columns wide, and wraps the
+    # metrics over several lines. There a bar is one line of up to this many characters (its natural width).
+    LOG_WIDTH = 1000
+
+    def _init_progress(self, trainer: L.Trainer) -> None:
+        super()._init_progress(trainer)
+        console = getattr(self, "_console", None)
+        if console is not None and not console.is_terminal and not console.is_jupyter:
+            if getattr(self, "_width_before", None) is None:
+                self._width_before = console.width
+            console.width = max(console.width, self.LOG_WIDTH)
+
+    def _stop_progress(self) -> None:
+        super()._stop_progress()
+        console, width = getattr(self, "_console", None), getattr(self, "_width_before", None)
+        if console is not None and width is not None:  # the shared console: others' tables keep its own width
+            console.width = width
+            self._width_before = None
 
 
 class ModelSummary(RichModelSummary):

@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lgfn.checkpoints.basicvsr_weights import load_released_into, pretrained_spynet
 from lgfn.checkpoints.reader import init_from_file
 from lgfn.metrics import TOF_DEFINITION, TofPairs, average_per_clip, grey_u8, psnr_y, ssim_y
 from lgfn.models.weight_init import init_dcn, init_weights
 from lgfn.protocol.degradation import imresize
-from lgfn.training.media import log_test_media
+from lgfn.training.media import log_sample, log_test_media
 
 LOSSES = ("l1", "charbonnier")
 SCHEDULERS = ("multistep", "cosine", "constant")
@@ -52,10 +53,14 @@ class LitLGFN(L.LightningModule):
         log_images: int = 2,
         temporal_gain: bool = True,
         align_loss_weight: float = 0.0,
+        offset_fidelity_weight: float = 0.0,
+        offset_fidelity_threshold: float = 10.0,
+        flow_teacher: str = "vimeo_bi",
         weight_init: str = "pytorch",
         dcn_init: str = "default",
         init_from: str | None = None,
         tof: bool = True,
+        weights: str | None = None,
         test_images: int = 30,
     ) -> None:
         super().__init__()
@@ -73,6 +78,8 @@ class LitLGFN(L.LightningModule):
         init_dcn(init_weights(net, weight_init), dcn_init)  # training recipe choices; init_from overwrites them
         if init_from:  # fine-tuning: weights file, Lightning .ckpt or the authors' release, strict key check
             init_from_file(net, init_from)
+        if weights:  # released BasicVSR weights (vimeo_bi | vimeo_bd | reds, or a .pth), strict key check
+            load_released_into(net, weights)
         self.net = net
         # The network's own constructor arguments travel with every checkpoint (lgfn-upscale rebuilds from them).
         self.net_config = dict(getattr(net, "config", {}))
@@ -96,6 +103,21 @@ class LitLGFN(L.LightningModule):
                 raise ValueError("model.align_loss_weight > 0 needs a network with an `alignment` module (LGFN)")
             self.align_head = nn.Conv2d(int(self.net_config["num_feat"]), 3, 3, padding=1)
             alignment.register_forward_hook(self._keep_aligned)
+        # The offset-fidelity loss of Chan et al. (AAAI 2021), an option (off in the paper recipe): every DCN offset
+        # further than `offset_fidelity_threshold` LR px from the optical flow of a pretrained SPyNet (BasicVSR's,
+        # `flow_teacher`: vimeo_bi | vimeo_bd | reds) pays its L1 distance, the field's remedy for exploding offsets.
+        # The teacher is frozen and kept out of the module's state, optimiser and DDP (it is not a submodule).
+        self._offsets: list[torch.Tensor] = []
+        self._flow_teacher: list[nn.Module] = []
+        if offset_fidelity_weight < 0 or offset_fidelity_threshold < 0:
+            raise ValueError("model.offset_fidelity_weight and model.offset_fidelity_threshold must be >= 0, got "
+                             f"{offset_fidelity_weight!r} and {offset_fidelity_threshold!r}")
+        if offset_fidelity_weight > 0:
+            if alignment is None or not hasattr(alignment, "stages"):
+                raise ValueError("model.offset_fidelity_weight > 0 needs a network with deformable `alignment` (LGFN)")
+            self._flow_teacher.append(pretrained_spynet(flow_teacher).eval().requires_grad_(False))
+            for stage in alignment.stages:
+                stage.dcn.conv_offset.register_forward_hook(self._keep_offsets)
         self._records: dict[str, list[tuple]] = {"val": [], "test": []}
         self._skipped_in_a_row = 0
         self.test_results: dict[str, dict] = {}
@@ -136,9 +158,42 @@ class LitLGFN(L.LightningModule):
         rebuilt = self.align_head(neighbours).unflatten(0, (lr.shape[0], n - 1))
         return F.l1_loss(rebuilt, lr[:, c : c + 1].expand_as(rebuilt))
 
+    def _keep_offsets(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if self.training:
+            self._offsets.append(output)
+
+    def offset_fidelity_loss(self, lr: torch.Tensor) -> torch.Tensor:
+        """Mean over every DCN offset (dy, dx) of |offset - flow| where that exceeds the threshold, else 0.
+
+        The flow is SPyNet's from the centre LR frame to each neighbour (warping the neighbour by it aligns it to the
+        centre, which is what the offsets of the neighbour's features do), at LR resolution like the offsets.
+        """
+        outputs, self._offsets = self._offsets, []
+        b, n = lr.shape[:2]
+        c = n // 2
+        teacher = self._flow_teacher[0].to(lr.device)
+        centre = lr[:, c : c + 1].expand(b, n - 1, *lr.shape[2:]).flatten(0, 1).float()
+        neighbours = torch.cat([lr[:, :c], lr[:, c + 1 :]], dim=1).flatten(0, 1).float()
+        with torch.no_grad(), torch.autocast(lr.device.type, enabled=False):
+            flow = teacher(centre, neighbours)  # M x 2 (dx, dy) x h x w
+        target = flow.flip(1).unsqueeze(1)  # M x 1 x 2 (dy, dx: torchvision's offset order) x h x w
+        threshold = self.hparams.offset_fidelity_threshold
+        losses = []
+        for out in outputs:
+            taps = out.shape[1] // 3  # conv_offset: 2 x taps offsets, then taps mask logits
+            offsets = out[:, : 2 * taps].float().unflatten(1, (taps, 2))
+            dist = (offsets - target).abs()
+            losses.append(torch.where(dist > threshold, dist, torch.zeros_like(dist)).mean())
+        return torch.stack(losses).mean()
+
     def training_step(self, batch: dict, batch_idx: int):
+        self._offsets = []
         sr = self.net(batch["lr"])
         loss = self._loss(sr, batch["hr"])
+        if self._flow_teacher and batch["lr"].shape[1] > 1:
+            fidelity = self.offset_fidelity_loss(batch["lr"])
+            self.log("train/offset_fidelity", fidelity, batch_size=sr.shape[0])
+            loss = loss + self.hparams.offset_fidelity_weight * fidelity
         if self.align_head is not None and batch["lr"].shape[1] > 1:
             align = self._align_loss(batch["lr"])
             self.log("train/align_loss", align, batch_size=sr.shape[0])
@@ -158,10 +213,13 @@ class LitLGFN(L.LightningModule):
                 raise FloatingPointError(f"{msg}: {self._skipped_in_a_row} batches in a row were non-finite, so the "
                                          "weights have diverged (lower model.lr or resume from an earlier checkpoint)")
             warnings.warn(msg + ": batch skipped (model.nan_policy=skip)", stacklevel=1)
+            # The whole optimiser step is skipped, on one device as under DDP: with accumulate_grad_batches=k the
+            # window's other micro-batches are dropped too (on_before_optimizer_step clears every gradient), so a
+            # NaN never leaves a step made of part of a window.
+            self._drop_grads = True
             if self.trainer.world_size > 1:
                 # DDP cannot skip a step (Lightning refuses None): every rank returns a zero loss that reaches
                 # every parameter, and on_before_optimizer_step drops the zero gradients, so nothing changes.
-                self._drop_grads = True
                 return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
             return None
         self._skipped_in_a_row = 0
@@ -205,9 +263,14 @@ class LitLGFN(L.LightningModule):
                 p.grad = None
             self._drop_grads = False
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, *args, **kwargs):
+        # The EMA follows the optimiser: once per step (after the last micro-batch of an accumulation window,
+        # skipped steps included), and before on_train_batch_end, so a checkpoint written there holds this step's
+        # average (a resume from it continues the same EMA).
+        result = super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update_parameters(self.net)
+        return result
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, batch: dict, stage: str, batch_idx: int) -> None:
@@ -228,7 +291,8 @@ class LitLGFN(L.LightningModule):
             clip, frame, index = batch["clip"][i], int(batch["frame"][i]), int(batch["index"][i])
             self._records[stage].append((index, clip, frame, *values[i].tolist()))
         if stage == "val" and batch_idx < self.hparams.log_images:
-            self._log_crops(sr[0], bic[0], hr[0], f"{stage}/sample_{batch_idx}")
+            self._log_crops(centre[0], sr[0], bic[0], hr[0], f"{stage}/sample_{batch_idx}",
+                            psnr={"bicubic": float(metrics[2][0]), "sr": float(psnr[0])})
         if stage == "test":
             self._keep_test_extras(batch, centre, sr, bic, hr)
 
@@ -451,22 +515,25 @@ class LitLGFN(L.LightningModule):
                 self.log(f"{name}/{g}/{key}", value, sync_dist=False)
 
     # ------------------------------------------------------------------ logging helpers
-    def _log_crops(self, sr: torch.Tensor, bic: torch.Tensor, hr: torch.Tensor, key: str, size: int = 128) -> None:
+    def _log_crops(self, lr: torch.Tensor, sr: torch.Tensor, bic: torch.Tensor, hr: torch.Tensor, key: str,
+                   size: int = 128, psnr: dict | None = None) -> None:
+        """The centred ``size`` crop as LR (nearest) | bicubic | model | GT, labelled, with the frame's PSNRs
+        (``lgfn.training.media.log_sample``: the layout of the test strips)."""
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
+        s = max(1, hr.shape[-1] // lr.shape[-1])
         h, w = hr.shape[-2:]
-        top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-        crops = [t[:, top : top + size, left : left + size].detach().float().cpu() for t in (sr, bic, hr)]
-        grid = torch.cat(crops, dim=-1)  # SR | bicubic | GT side by side
+        size_h, size_w = min(h, size) // s * s, min(w, size) // s * s
+        top, left = (h - size_h) // 2 // s * s, (w - size_w) // 2 // s * s
+        up = lr[:, top // s : (top + size_h) // s, left // s : (left + size_w) // s]
+        up = up.repeat_interleave(s, -2).repeat_interleave(s, -1)
+        crops = {"lr": up, "bicubic": bic[:, top : top + size_h, left : left + size_w],
+                 "sr": sr[:, top : top + size_h, left : left + size_w],
+                 "gt": hr[:, top : top + size_h, left : left + size_w]}
         # 8-bit, rounded as the metrics round: W&B stores float arrays as 8-bit without scaling (black images).
-        u8 = grid.clamp(0, 1).mul(255).round().to(torch.uint8)
-        for logger in self.loggers:
-            name = type(logger).__name__
-            if name == "WandbLogger":
-                logger.log_image(key=key, images=[u8.permute(1, 2, 0).numpy()], caption=["LGFN | bicubic | GT"],
-                                 step=self.global_step)
-            elif name == "TensorBoardLogger":
-                logger.experiment.add_image(key, u8.numpy(), self.global_step, dataformats="CHW")
+        panels = {k: v.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+                  for k, v in crops.items()}
+        log_sample(self.loggers, key, panels, psnr or {}, self.global_step)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
@@ -494,3 +561,5 @@ class LitLGFN(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["net_config"] = self.net_config
+        if type(self.net).__name__ != "LGFN":  # the reader assumes LGFN when a checkpoint names no class
+            checkpoint["net_class"] = type(self.net).__name__

@@ -80,6 +80,16 @@ def quiet_third_party() -> None:
         message=r"It is recommended to use `self\.log\('[^']+/(psnr|ssim|psnr_bicubic|ssim_bicubic|temporal_gain|"
                 r"tof|tof_bicubic)', \.\.\., sync_dist=True\)`",
     )
+    # Lightning advises one device for validate/test because its DistributedSampler pads the last batch with
+    # repeated samples; LitLGFN keys every record by its sample index and gathers them from all ranks, so each
+    # sample counts exactly once (LitLGFN._gather_records) and the advice does not apply.
+    warnings.filterwarnings(
+        "ignore", message=r"Using `DistributedSampler` with the dataloaders\. During `trainer\.(validate|test)\(\)`")
+    # A run that stops (max_steps) before its first validation has no val/psnr yet: Lightning warns at the end of
+    # the epoch and keeps last.ckpt only (train.py says which checkpoints there are). After a validation a missing
+    # key is an error in Lightning itself, so a real misconfiguration still stops the run.
+    warnings.filterwarnings(
+        "ignore", message=r"`ModelCheckpoint\(monitor='val/psnr'\)` could not find the monitored key")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropLightningNoise) for f in log.filters):
