@@ -15,21 +15,12 @@ from entry import TINY_NET, compose_cfg, tiny
 import eval as eval_entry
 import train as train_entry
 from lgfn.app import baselines, config
-from lgfn.checkpoints import basicvsr_weights as bw
 from lgfn.checkpoints.weights_file import save_weights
 from lgfn.common.errors import ConfigError
 from lgfn.models import LGFN
 from lgfn.results.table import format_table
 
 CONTRACT_KEYS = {"dataset", "average_mode", "crop_border", "clips", "average", "bicubic"}
-
-
-@pytest.fixture(scope="module")
-def weights_installed() -> None:
-    try:
-        bw.basicvsr_weights_path("vimeo_bi")
-    except bw.BaselineWeightsMissing as err:
-        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +40,8 @@ def tiny_lgfn(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # BasicVSR's small convolutions run several times faster on one thread than on two busy cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small convolutions run several times faster on one thread than on two busy cores (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _overrides(root: Path, *extra: str) -> list[str]:

@@ -25,14 +25,6 @@ TINY = dict(num_feat=8, num_block=1)
 
 
 @pytest.fixture(scope="module")
-def weights_installed() -> None:
-    try:
-        bw.basicvsr_weights_path("vimeo_bi")
-    except bw.BaselineWeightsMissing as err:
-        pytest.skip(str(err))
-
-
-@pytest.fixture(scope="module")
 def folder_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("basicvsr_folder")
     write_moving_clip(root / "astro")

@@ -20,14 +20,6 @@ from lgfn.protocol.windows import window_indices
 
 
 @pytest.fixture(scope="module")
-def weights_installed() -> None:
-    try:
-        bw.basicvsr_weights_path("vimeo_bi")
-    except bw.BaselineWeightsMissing as err:
-        pytest.skip(str(err))
-
-
-@pytest.fixture(scope="module")
 def frames_dir(tmp_path_factory) -> Path:
     """3 LR frames of 16 x 24 cut from skimage's astronaut (downscaled 4x), moving 1 LR px per frame."""
     root = tmp_path_factory.mktemp("lr_frames")
@@ -37,13 +29,8 @@ def frames_dir(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The released network's small convolutions run several times faster on one thread than on two busy cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small convolutions run several times faster on one thread than on two busy cores (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _read(folder: Path) -> list[np.ndarray]:

