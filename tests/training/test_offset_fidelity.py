@@ -51,7 +51,7 @@ def loss_for(m: LitLGFN) -> float:
     lr = torch.rand(2, 3, 3, 8, 8)
     m.net(lr)
     assert len(m._offsets) == len(m.net.alignment.stages)
-    return float(m.offset_fidelity_loss(lr))
+    return float(m.offset_fidelity_loss(lr).detach())
 
 
 def test_offsets_that_follow_the_flow_cost_nothing():
