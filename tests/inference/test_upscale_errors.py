@@ -15,6 +15,7 @@ from PIL import Image
 from test_upscale import read_video, smooth_frames, tiny_net, write_folder, write_video
 
 import lgfn.inference.tiling
+import lgfn.inference.upscale
 from lgfn.checkpoints.weights_file import save_weights
 from lgfn.inference import upscale
 from lgfn.inference.tiling import default_overlap, tiling_pays
@@ -186,7 +187,7 @@ def test_small_tile_runs_untiled_with_one_note(tmp_path, weights, capsys, monkey
         tiles.append((tile, overlap))
         return real(net, window, tile=tile, overlap=overlap, **kw)
 
-    monkeypatch.setattr(lgfn.inference.tiling, "upscale_window", spy)
+    monkeypatch.setattr(lgfn.inference.upscale, "upscale_window", spy)  # the name upscale.py calls
     assert main([str(tmp_path / "in"), str(tmp_path / "tiled"), "--ckpt", str(weights), "--tile", "16"]) == 0
     err = capsys.readouterr().err
     notes = [ln for ln in err.splitlines() if "tiling does not pay" in ln]

@@ -12,6 +12,7 @@ import pytest
 from test_upscale import read_video, smooth_frames, tiny_net, write_folder, write_video
 
 import lgfn.inference.tiling
+import lgfn.inference.upscale
 from lgfn.checkpoints.weights_file import save_weights
 from lgfn.inference.upscale import main
 from lgfn.inference.video import FrameWriter, ReadAhead
@@ -115,7 +116,7 @@ def test_interrupt_or_network_error_stops_the_threads(tmp_path, weights, capsys,
             raise error
         return real(*a, **k)
 
-    monkeypatch.setattr(lgfn.inference.tiling, "upscale_window", interrupted)
+    monkeypatch.setattr(lgfn.inference.upscale, "upscale_window", interrupted)  # the name upscale.py calls
     for name in ("sr", "sr.mp4"):
         calls.clear()
         assert main([str(tmp_path / "in"), str(tmp_path / name), "--ckpt", str(weights)]) == code

@@ -23,7 +23,10 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
+from lgfn.checkpoints.basicvsr_weights import BaselineWeightsMissing, basicvsr_weights_for, resolve_weights
 from lgfn.common.errors import ConfigError
+from lgfn.models import BasicVSR
+from lgfn.training.lit_module import LitLGFN
 
 BASELINES = ("bicubic", "basicvsr")
 
@@ -48,10 +51,8 @@ def check_baselines(cfg: DictConfig) -> list[str]:
     """``baseline_names``, and the released weights of a listed basicvsr present (before any work starts)."""
     names = baseline_names(cfg)
     if "basicvsr" in names:
-        from lgfn.checkpoints.basicvsr_weights import BaselineWeightsMissing, _resolve
-
         try:
-            _resolve(basicvsr_weights(cfg))
+            resolve_weights(basicvsr_weights(cfg))
         except (BaselineWeightsMissing, ValueError, FileNotFoundError) as e:
             raise ConfigError(f"baselines=[basicvsr]: {e}") from None
     return names
@@ -59,8 +60,6 @@ def check_baselines(cfg: DictConfig) -> list[str]:
 
 def basicvsr_weights(cfg: DictConfig) -> str:
     """The released weights the basicvsr baseline runs with (see the module docstring)."""
-    from lgfn.app.config import basicvsr_weights_for
-
     net = cfg.model.get("net") or {}
     if str(net.get("_target_", "")).endswith(".BasicVSR") and cfg.model.get("weights"):
         return str(cfg.model.weights)
@@ -79,8 +78,6 @@ def _bicubic(result: Mapping[str, Any]) -> dict:
 
 def _basicvsr(cfg: DictConfig, datamodule: Any) -> tuple[dict[str, dict], dict[str, dict], str]:
     """A LitLGFN test pass of BasicVSR on ``datamodule`` -> (test_results, test_samples, label)."""
-    from lgfn.models import BasicVSR
-    from lgfn.training.lit_module import LitLGFN
 
     weights = basicvsr_weights(cfg)
     model = cfg.model

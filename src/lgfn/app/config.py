@@ -17,6 +17,8 @@ from hydra.types import RunMode
 from hydra.utils import get_class, get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lgfn.app.baselines import check_baselines
+from lgfn.checkpoints.basicvsr_weights import basicvsr_weights_for
 from lgfn.cluster.job_dir import job_dir_name, run_id, unique_suffix
 from lgfn.cluster.slurm import slurm_tasks_per_node
 from lgfn.common.errors import ConfigError
@@ -32,11 +34,6 @@ def _group(experiment_name: str) -> str:
     if hc.mode == RunMode.MULTIRUN:
         return "sweep-" + Path(hc.sweep.dir).name
     return experiment_name
-
-
-def basicvsr_weights_for(degradation: str) -> str:
-    """The released BasicVSR weights trained on ``degradation``: vimeo_bd for bd, else vimeo_bi."""
-    return "vimeo_bd" if str(degradation).lower() == "bd" else "vimeo_bi"
 
 
 def register_resolvers() -> None:
@@ -154,8 +151,6 @@ def validate_config(cfg: DictConfig) -> None:
         # land mid-window, saving a state without part of an accumulated gradient.
         raise ConfigError(f"trainer.val_check_interval={every} (batches) must be a multiple of "
                           f"trainer.accumulate_grad_batches={accumulate}, so that checkpoints fall on optimiser steps")
-    from lgfn.app.baselines import check_baselines
-
     check_baselines(cfg)  # baselines=[bicubic,basicvsr]: known names, released weights installed
     net = cfg.model.get("net", {})
     if net.get("use_lfm") is False and net.get("use_gfm") is False:

@@ -50,6 +50,8 @@ from typing import Any
 
 import torch
 
+from lgfn.models import LGFN
+
 # The sizes of the authors' network (their code fixes all of them but the width and the frame count).
 PAPER_CONFIG: dict[str, Any] = {
     "num_frames": 7,
@@ -140,8 +142,6 @@ def key_map(cfg: Mapping[str, Any] | None = None) -> dict[str, str]:
 
 def expected_shapes(cfg: Mapping[str, Any] | None = None) -> dict[str, tuple[int, ...]]:
     """``{release key: shape}`` of the authors' network with the sizes ``cfg`` (default: the paper's)."""
-    from lgfn.models import LGFN
-
     cfg = {**PAPER_CONFIG, **(cfg or {})}
     with torch.device("meta"):  # shapes only: nothing is allocated or initialised
         own = {k: tuple(v.shape) for k, v in LGFN(**cfg).state_dict().items()}

@@ -18,6 +18,7 @@ from torch import nn
 
 from lgfn.checkpoints.lightning_io import load_checkpoint
 from lgfn.checkpoints.reader import mismatch
+from lgfn.checkpoints.weights_file import DEFAULT_META
 from lgfn.models.basicvsr import BasicVSR
 from lgfn.models.spynet import SpyNet
 
@@ -29,6 +30,11 @@ BASICVSR_WEIGHTS: dict[str, str] = {
     "reds": "BasicVSR_REDS4.pth",
 }
 SPYNET_PREFIX = "spynet."
+
+
+def basicvsr_weights_for(degradation: str) -> str:
+    """The released BasicVSR weights trained on ``degradation``: vimeo_bd for bd, else vimeo_bi."""
+    return "vimeo_bd" if str(degradation).lower() == "bd" else "vimeo_bi"
 
 
 class BaselineWeightsMissing(RuntimeError):
@@ -64,7 +70,7 @@ def basicvsr_weights_path(name: str) -> Path:
     )
 
 
-def _resolve(name_or_path: str | os.PathLike) -> Path:
+def resolve_weights(name_or_path: str | os.PathLike) -> Path:
     if isinstance(name_or_path, str) and name_or_path in BASICVSR_WEIGHTS:
         return basicvsr_weights_path(name_or_path)
     path = Path(name_or_path)
@@ -77,7 +83,7 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
 
 def load_basicvsr_state(name_or_path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """BasicVSR state dict of released weights (a BASICVSR_WEIGHTS key) or a .pth file, on the CPU."""
-    path = _resolve(name_or_path)
+    path = resolve_weights(name_or_path)
     state = load_checkpoint(path)
     if isinstance(state, dict) and "params" in state:
         state = state["params"]
@@ -104,7 +110,7 @@ def load_strict(net: nn.Module, state: dict[str, torch.Tensor], source: str | os
 def pretrained_basicvsr(weights: str | os.PathLike = "vimeo_bi", **kwargs) -> BasicVSR:
     """BasicVSR(**kwargs) with released weights (vimeo_bi / vimeo_bd / reds, or a .pth path), in eval mode."""
     net = BasicVSR(**kwargs)
-    return load_strict(net, load_basicvsr_state(weights), _resolve(weights)).eval()
+    return load_strict(net, load_basicvsr_state(weights), resolve_weights(weights)).eval()
 
 
 def load_released_into(net: nn.Module, weights: str | os.PathLike, key: str = "model.weights") -> nn.Module:
@@ -117,7 +123,7 @@ def load_released_into(net: nn.Module, weights: str | os.PathLike, key: str = "m
         raise ValueError(f"{key}={weights}: released BasicVSR weights need model.net "
                          f"_target_=lgfn.models.BasicVSR (model=basicvsr), not {type(net).__name__}")
     try:
-        path = _resolve(weights)
+        path = resolve_weights(weights)
     except FileNotFoundError as e:
         raise ValueError(f"{key}={weights}: {e}") from None
     return load_strict(net, load_basicvsr_state(path), f"{key}={weights} ({path.name})")
@@ -126,8 +132,6 @@ def load_released_into(net: nn.Module, weights: str | os.PathLike, key: str = "m
 def released_network(weights: str | os.PathLike = "vimeo_bi", num_frames: int = 7) -> tuple[BasicVSR, dict]:
     """``lgfn-upscale --model basicvsr``: (BasicVSR with released weights in eval mode, its meta) as
     ``lgfn.checkpoints.reader.load_network`` returns them; the degradation is the one the weights were trained on."""
-    from lgfn.checkpoints.weights_file import DEFAULT_META
-
     net = pretrained_basicvsr(weights, num_frames=num_frames)
     meta = {**DEFAULT_META, "num_frames": num_frames, "degradation": "bd" if weights == "vimeo_bd" else "bi",
             "source": f"basicvsr:{weights}"}
@@ -137,4 +141,4 @@ def released_network(weights: str | os.PathLike = "vimeo_bi", num_frames: int = 
 def pretrained_spynet(weights: str | os.PathLike = "vimeo_bi") -> SpyNet:
     """SpyNet with the SPyNet weights inside released BasicVSR weights, in eval mode."""
     net = SpyNet()
-    return load_strict(net, load_spynet_state(weights), _resolve(weights)).eval()
+    return load_strict(net, load_spynet_state(weights), resolve_weights(weights)).eval()

@@ -12,14 +12,20 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
+from lgfn.data.cpus import auto_workers, ranks_on_node, usable_cpus
 from lgfn.data.datasets import ResumableSampler, VSRTestDataset, VSRTrainDataset, mix_seed
 from lgfn.data.layouts import (
+    FOLDER_LAYOUT,
+    PAIRED_LAYOUT,
+    VIMEO_LAYOUT,
     ClipSet,
     discover_folder,
     discover_paired,
     discover_vimeo90k,
+    require_root,
     validate_clips,
 )
+from lgfn.data.manifest import load_or_scan
 from lgfn.metrics import AVERAGE_MODES
 from lgfn.protocol.degradation import DEGRADATIONS
 from lgfn.protocol.windows import canonical_padding, check_num_frames
@@ -162,8 +168,6 @@ class VSRDataModule(LightningDataModule):
         """The split's checked clips: from the manifest when it is current, else scanned (and saved)."""
         if not self.manifest:
             return self._scan(split)
-        from lgfn.data.manifest import load_or_scan
-
         root = self.root if self.name in ("vimeo90k", *_TEST_ONLY) else self._split_roots()[split]
         clip_list = self.clip_list if (self.name != "folder" or split == "test") else None
         key = {"layout": self.name, "split": split, "degradation": self.degradation, "scale": self.scale,
@@ -204,9 +208,7 @@ class VSRDataModule(LightningDataModule):
         ends the run with its one error line before a W&B run is made); the clips are checked in ``setup``."""
         if self.name == "builtin":
             return
-        from lgfn.data.layouts import FOLDER_LAYOUT, PAIRED_LAYOUT, VIMEO_LAYOUT, _require_root
-
-        _require_root(self.root, {"folder": FOLDER_LAYOUT, "vimeo90k": VIMEO_LAYOUT}.get(self.name, PAIRED_LAYOUT))
+        require_root(self.root, {"folder": FOLDER_LAYOUT, "vimeo90k": VIMEO_LAYOUT}.get(self.name, PAIRED_LAYOUT))
 
     def setup(self, stage: str | None = None) -> None:
         """Discover and check every clip of the needed splits (missing files, sizes, window length)."""
@@ -287,8 +289,6 @@ class VSRDataModule(LightningDataModule):
 
     def loader_workers(self) -> int:
         """``data.num_workers``, or (null) this rank's share of the CPUs the job really has (lgfn.data.cpus)."""
-        from lgfn.data.cpus import auto_workers, ranks_on_node, usable_cpus
-
         trainer = getattr(self, "trainer", None)
         if self.num_workers is None:
             return auto_workers(trainer)

@@ -62,7 +62,7 @@ class ClipSet:
     groups: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _require_root(root: str | Path, layout: str) -> Path:
+def require_root(root: str | Path, layout: str) -> Path:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"data.root {root} does not exist or is not a folder; expected {layout}")
@@ -167,7 +167,7 @@ def discover_vimeo90k(
     root: str | Path, split: str, degradation: str = "bi", scale: int = 4, clip_list: str | None = None
 ) -> ClipSet:
     """Vimeo-90K clips of ``split`` ("train" | "test"); test clips carry their slow/medium/fast groups."""
-    root = _require_root(root, VIMEO_LAYOUT)
+    root = require_root(root, VIMEO_LAYOUT)
     if split == "train":
         list_file = _vimeo_list_file(root, split)
         if list_file is not None and (root / lmdb_store.VIMEO_GT).is_dir():
@@ -255,7 +255,7 @@ def discover_paired(
     root: str | Path, degradation: str = "bi", scale: int = 4, clip_list: str | None = None
 ) -> ClipSet:
     """Vid4/SPMCS-style sets: GT (or HR) clips, optional pre-made LR; or SPMCS ``<clip>/truth``."""
-    root = _require_root(root, PAIRED_LAYOUT)
+    root = require_root(root, PAIRED_LAYOUT)
     hr_root = next((root / d for d in ("GT", "HR") if (root / d).is_dir()), None)
     if hr_root is not None:
         hr_dirs = {p.name: p for p in clip_dirs(hr_root)}
@@ -286,7 +286,7 @@ def discover_paired(
 
 def discover_folder(root: str | Path, clip_list: str | None = None) -> ClipSet:
     """Any ``<root>/<clip>/<frames>``; LR is always made on the fly."""
-    root = _require_root(root, FOLDER_LAYOUT)
+    root = require_root(root, FOLDER_LAYOUT)
     dirs = {p.name: p for p in clip_dirs(root) if list_images(p)}
     if not dirs:
         if list_images(root):

@@ -24,9 +24,35 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lgfn.checkpoints.basicvsr_weights import released_network
+from lgfn.checkpoints.reader import load_network
 from lgfn.common.atomic import atomic_path
 from lgfn.common.console import UsageError, console_main
 from lgfn.inference.onnx_runner import OnnxNet
+from lgfn.inference.streaming import stream_windows
+from lgfn.inference.tiling import (
+    AUTO_TILE,
+    AUTO_TILE_PIXELS,
+    BOUNDED_OVERLAP,
+    bounded_overlap,
+    default_overlap,
+    tile_work,
+    tiling_pays,
+    upscale_window,
+)
+from lgfn.inference.video import (
+    FrameWriter,
+    check_output,
+    file_in_the_way,
+    is_video_path,
+    probe,
+    read_frames,
+    same_path,
+    unwritable_reason,
+)
+from lgfn.models.inference_speed import half_precision
+from lgfn.protocol.degradation import imresize
+from lgfn.protocol.windows import PADDING_ALIASES, PADDINGS, canonical_padding
 from lgfn.results.report_page import write_upscale_report
 
 REPO_ROOT = Path(__file__).resolve().parents[3]  # src/lgfn/inference/upscale.py -> the checkout
@@ -117,8 +143,6 @@ def resolve_ckpt(ckpt: str | None) -> Path:
 
 def check_outputs(args: argparse.Namespace) -> Path | None:
     """Usage errors about OUTPUT and the --compare PNG, before any work; returns the PNG's path (or None)."""
-    from lgfn.inference.video import check_output, file_in_the_way, is_video_path, same_path
-
     try:
         check_output(args.output, (args.input,), args.overwrite)
     except ValueError as e:
@@ -154,16 +178,6 @@ def plan_tiles(net, info, tile: int | None, overlap: int | str | None) -> tuple[
     (the radius) or pixels. ``tile``: None (whole frames, or ``AUTO_TILE`` for LR frames over
     ``AUTO_TILE_PIXELS``), 0 (whole frames) or pixels.
     """
-    from lgfn.inference.tiling import (
-        AUTO_TILE,
-        AUTO_TILE_PIXELS,
-        BOUNDED_OVERLAP,
-        bounded_overlap,
-        default_overlap,
-        tile_work,
-        tiling_pays,
-    )
-
     h, w = info.height, info.width
     need = default_overlap(net)
     overlap = need if overlap == "exact" else (bounded_overlap(net) if overlap is None else overlap)
@@ -214,13 +228,6 @@ def _to_uint8(img: torch.Tensor) -> np.ndarray:
 def run(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from lgfn.inference.streaming import stream_windows
-    from lgfn.inference.tiling import upscale_window
-    from lgfn.inference.video import FrameWriter, probe, read_frames
-    from lgfn.models.inference_speed import half_precision
-    from lgfn.protocol.degradation import imresize
-    from lgfn.protocol.windows import PADDING_ALIASES, PADDINGS, canonical_padding
-
     if args.tile is not None and args.tile < 0:
         raise UsageError(f"--tile must be a positive number of LR pixels (or 0: whole frames), got {args.tile}")
     if isinstance(args.overlap, int) and args.overlap < 0:
@@ -266,13 +273,9 @@ def run(args: argparse.Namespace) -> None:
         meta = dict(net.meta)
         device = "cpu"
     elif args.model == "basicvsr":
-        from lgfn.checkpoints.basicvsr_weights import released_network
-
         net, meta = released_network(args.weights or "vimeo_bi")
         net = net.to(device)
     else:
-        from lgfn.checkpoints.reader import load_network
-
         net, meta = load_network(resolve_ckpt(args.ckpt), map_location=device)
         net = net.to(device)  # float32 weights: --half is autocast (lgfn.models.inference_speed.half_precision)
     num_frames = int(getattr(net, "num_frames", meta.get("num_frames", 7)))
@@ -309,8 +312,6 @@ def run(args: argparse.Namespace) -> None:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            from lgfn.inference.video import unwritable_reason
-
             raise ValueError(f"--compare-out {target}: {unwritable_reason(e, target.parent)} (OUTPUT "
                              f"{args.output} was written)") from None
         if target.suffix.lower() == ".html":

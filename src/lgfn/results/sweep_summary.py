@@ -11,7 +11,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from lgfn.cluster.ddp import process_rank
 from lgfn.common.atomic import atomic_path
+from lgfn.results.ablation import write_ablation
 
 COLUMNS = ["job", "overrides", "status", "dataset", "psnr", "ssim", "temporal_gain", "psnr_bicubic", "ssim_bicubic",
            "error"]
@@ -88,8 +90,6 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        from lgfn.cluster.ddp import process_rank
-
         if process_rank() != 0:  # under srun every rank runs the sweep: global rank 0 alone writes and reports it
             return
         path = write_summary(sweep_dir)
@@ -98,8 +98,6 @@ class SweepSummary(Callback):
         print(f"\nSweep summary ({path}):\n{format_rows(rows)}", flush=True)
         if failed:
             print(f"{len(failed)} of {len(rows)} job(s) failed: {', '.join(failed)} (see their status.json)", flush=True)
-        from lgfn.results.ablation import write_ablation
-
         try:
             written = write_ablation(sweep_dir)
         except Exception as e:  # noqa: BLE001 - summary.csv is the record; the ablation table is derived from it
