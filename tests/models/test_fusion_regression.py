@@ -70,7 +70,8 @@ def _batch(clips: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor
     return torch.stack([c[0] for c in clips]), torch.stack([c[1] for c in clips])
 
 
-def train_and_measure(photos: dict, disconnect: str | None = None, seed: int = 0) -> dict[str, float]:
+def train_and_measure(photos: dict, disconnect: str | None = None, seed: int = 0,
+                      steps: int = STEPS) -> dict[str, float]:
     """Train the small LGFN (``disconnect``: None | "alignment" | "fusion") -> PSNR-Y real / centre repeated."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -87,8 +88,8 @@ def train_and_measure(photos: dict, disconnect: str | None = None, seed: int = 0
             fuse = branch.forward
             branch.forward = lambda x, fuse=fuse: fuse(x[:, N // 2 : N // 2 + 1].expand_as(x).contiguous())
     opt = torch.optim.Adam(net.parameters(), 3e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, STEPS, 3e-5)
-    for _ in range(STEPS):
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, 3e-5)
+    for _ in range(steps):
         idx = torch.randint(0, len(pool_lr), (8,), generator=g)
         loss = F.l1_loss(net(pool_lr[idx]), pool_hr[idx])
         opt.zero_grad()
@@ -108,10 +109,10 @@ def test_small_lgfn_learns_to_use_its_neighbours(photos):
     assert res["temporal_gain"] > THRESHOLD_DB, res
 
 
-@pytest.mark.slow  # 2 x 25 s: the demonstration that the threshold catches a disconnection (make test runs it)
 @pytest.mark.parametrize("disconnect", ["alignment", "fusion"])
 def test_disconnected_neighbours_fail_the_threshold(photos, disconnect):
-    # The same training with the neighbours cut off: the assertion above would fail.
-    res = train_and_measure(photos, disconnect)
+    # The same recipe with the neighbours cut off: the assertion above would fail. The gain is then zero by
+    # construction at any step count, so a short run shows it (40 steps instead of STEPS).
+    res = train_and_measure(photos, disconnect, steps=40)
     assert res["temporal_gain"] < THRESHOLD_DB, res
     assert abs(res["temporal_gain"]) < 1e-3, res  # structurally zero: the output never sees a neighbour
