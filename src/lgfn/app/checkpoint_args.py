@@ -13,7 +13,13 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from lgfn.checkpoints.reader import NetFile, check_fits, export_weights_from_checkpoint, read_net_file
+from lgfn.checkpoints.reader import (
+    NetFile,
+    check_fits,
+    export_weights_from_checkpoint,
+    load_weights_into,
+    read_net_file,
+)
 from lgfn.common.errors import ConfigError
 
 
@@ -56,13 +62,11 @@ def load_net_weights(model: Any, ckpt: str | os.PathLike | NetFile) -> str:
     With ``model.ema_decay`` set, evaluation runs the averaged copy (``model.eval_net``), so it gets the same
     weights: the file's weights are what is scored, whichever copy the module evaluates.
     """
-    nf = ckpt if isinstance(ckpt, NetFile) else read_net_file(ckpt)
-    check_fits(model.net, nf, "ckpt_path")
-    model.net.load_state_dict(nf.state)
+    kind = load_weights_into(model.net, ckpt, "ckpt_path")
     ema = getattr(model, "ema", None)
     if ema is not None:
         ema.module.load_state_dict(model.net.state_dict())
-    return nf.kind
+    return kind
 
 
 def check_resumable(path: str | os.PathLike, model: Any) -> None:

@@ -32,6 +32,10 @@ BASICVSR_WEIGHTS: dict[str, str] = {
 SPYNET_PREFIX = "spynet."
 
 
+# The degradation each released file was trained on (REDS: bicubic x4).
+TRAINED_ON: dict[str, str] = {"vimeo_bi": "bi", "vimeo_bd": "bd", "reds": "bi"}
+
+
 def basicvsr_weights_for(degradation: str) -> str:
     """The released BasicVSR weights trained on ``degradation``: vimeo_bd for bd, else vimeo_bi."""
     return "vimeo_bd" if str(degradation).lower() == "bd" else "vimeo_bi"
@@ -133,7 +137,7 @@ def released_network(weights: str | os.PathLike = "vimeo_bi", num_frames: int = 
     """``lgfn-upscale --model basicvsr``: (BasicVSR with released weights in eval mode, its meta) as
     ``lgfn.checkpoints.reader.load_network`` returns them; the degradation is the one the weights were trained on."""
     net = pretrained_basicvsr(weights, num_frames=num_frames)
-    meta = {**DEFAULT_META, "num_frames": num_frames, "degradation": "bd" if weights == "vimeo_bd" else "bi",
+    meta = {**DEFAULT_META, "num_frames": num_frames, "degradation": TRAINED_ON.get(str(weights), "bi"),
             "source": f"basicvsr:{weights}"}
     return net, meta
 
